@@ -1,0 +1,292 @@
+# -*- coding: utf-8 -*-
+# Copyright: fintech SRE; Apache-2.0
+"""A small JSON client for the Kubernetes API, built from kubernetes.core's connection options.
+
+The modules speak to the API by path (``/apis/apps/v1/namespaces/ns/deployments/x``) and get
+plain dicts back, so no generated model classes, discovery round trips, or version-specific
+client signatures are involved. Every non-2xx answer becomes a ``KubeApiError`` (a
+``StormError``) whose message says which verb on which object failed and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import quote, urlencode
+
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+
+try:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config.config_exception import ConfigException
+
+    HAS_KUBERNETES = True
+    KUBERNETES_IMPORT_ERROR = None  # type: Optional[str]
+except ImportError as exc:  # pragma: no cover - reported by the module through missing_required_lib
+    HAS_KUBERNETES = False
+    KUBERNETES_IMPORT_ERROR = str(exc)
+
+def _env(name: str) -> Optional[str]:
+    return os.environ.get(name)
+
+
+# The connection options and environment fallbacks of kubernetes.core, so AWX's
+# "OpenShift or Kubernetes API Bearer Token" credential and K8S_AUTH_* variables work as they are.
+KUBE_ARG_SPEC: Dict[str, Dict[str, Any]] = {
+    "kubeconfig": {"type": "path", "fallback": (_env, ["K8S_AUTH_KUBECONFIG"])},
+    "context": {"type": "str", "fallback": (_env, ["K8S_AUTH_CONTEXT"])},
+    "host": {"type": "str", "fallback": (_env, ["K8S_AUTH_HOST"])},
+    "api_key": {"type": "str", "no_log": True, "fallback": (_env, ["K8S_AUTH_API_KEY"])},
+    "validate_certs": {"type": "bool", "aliases": ["verify_ssl"]},
+    "ca_cert": {"type": "path", "aliases": ["ssl_ca_cert"]},
+    "request_timeout": {"type": "float", "default": 10.0},
+}
+
+_BOOL_ENV = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+class KubeApiError(StormError):
+    """An API call that did not succeed; ``status`` is the HTTP status (0 when none came back)."""
+
+    def __init__(self, message: str, status: int = 0, reason: str = "", **details: Any) -> None:
+        super().__init__(message, **details)
+        self.status = status
+        self.reason = reason
+
+
+def kube_options(params: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Pick the connection options out of a module's params (``prefix`` for renamed ones)."""
+    return {key: params.get(prefix + key) for key in KUBE_ARG_SPEC}
+
+
+class Kube:
+    """JSON requests to one API server with one identity."""
+
+    def __init__(self, options: Dict[str, Any]) -> None:
+        if not HAS_KUBERNETES:
+            raise StormError("the kubernetes Python library is required: pip install kubernetes")
+        self.timeout = float(options.get("request_timeout") or 10.0)
+        self.configuration = self._configure(options)
+        self.api = k8s.ApiClient(self.configuration)
+
+    @staticmethod
+    def _configure(options: Dict[str, Any]) -> Any:
+        configuration = k8s.Configuration()
+        kubeconfig = options.get("kubeconfig")
+        host = options.get("host")
+        api_key = options.get("api_key")
+        try:
+            if kubeconfig or not (host and api_key):
+                if kubeconfig or os.path.exists(os.path.expanduser("~/.kube/config")):
+                    k8s_config.load_kube_config(
+                        config_file=kubeconfig, context=options.get("context"),
+                        client_configuration=configuration,
+                    )
+                else:
+                    k8s_config.load_incluster_config(client_configuration=configuration)
+        except (ConfigException, OSError, TypeError, ValueError) as exc:
+            raise StormError(
+                "cannot load Kubernetes credentials (%s): set kubeconfig (or K8S_AUTH_KUBECONFIG), "
+                "or host and api_key" % exc
+            ) from exc
+        if host:
+            configuration.host = host
+        if api_key:
+            configuration.api_key = {"authorization": "Bearer " + api_key}
+        validate = options.get("validate_certs")
+        if validate is None and os.environ.get("K8S_AUTH_VERIFY_SSL"):
+            validate = _BOOL_ENV.get(os.environ["K8S_AUTH_VERIFY_SSL"].lower())
+        if validate is not None:
+            configuration.verify_ssl = bool(validate)
+        ca_cert = options.get("ca_cert") or os.environ.get("K8S_AUTH_SSL_CA_CERT")
+        if ca_cert:
+            configuration.ssl_ca_cert = ca_cert
+        return configuration
+
+    @property
+    def identity(self) -> str:
+        """The user the kubeconfig names, for lock holders and ledger entries (never the token)."""
+        return str(getattr(self.configuration, "username", "") or "")
+
+    def _headers(self, content_type: Optional[str]) -> Dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "fintech.redis_storm"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        token = self.configuration.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Optional[Any] = None,
+        query: Optional[Dict[str, Any]] = None,
+        content_type: Optional[str] = None,
+    ) -> Dict[str, Any]:
+        """One call; returns the decoded JSON body (``{}`` for an empty one)."""
+        url = self.configuration.host.rstrip("/") + path
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        if body is not None and content_type is None:
+            content_type = "application/json"
+        data = None if body is None else (body if isinstance(body, str) else json.dumps(body))
+        target = describe(method, path)
+        try:
+            response = self.api.rest_client.request(
+                method, url, headers=self._headers(content_type), body=data,
+                _request_timeout=self.timeout,
+            )
+            status, payload = response.status, _read(response)
+        except ApiException as exc:
+            status, payload = exc.status or 0, exc.body or b""
+        except (socket.timeout, TimeoutError) as exc:
+            raise KubeApiError("Kubernetes API timed out after %ss on %s" % (self.timeout, target)) from exc
+        except Exception as exc:  # urllib3 wraps refused/reset/DNS errors in several types
+            raise KubeApiError(
+                "cannot reach the Kubernetes API at %s (%s) for %s: check host/kubeconfig and the network"
+                % (self.configuration.host, _root_cause(exc), target)
+            ) from exc
+        decoded = _decode(payload)
+        if 200 <= status < 300:
+            return decoded if isinstance(decoded, dict) else {"items": decoded}
+        raise api_error(method, path, status, decoded)
+
+    def get(self, path: str, query: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        return self.request("GET", path, query=query)
+
+    def find(self, path: str) -> Optional[Dict[str, Any]]:
+        """GET that returns None for a 404 instead of raising."""
+        try:
+            return self.get(path)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def text(self, path: str, query: Optional[Dict[str, Any]] = None) -> str:
+        """GET of a plain-text resource such as pods/log."""
+        url = self.configuration.host.rstrip("/") + path
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        try:
+            response = self.api.rest_client.request(
+                "GET", url, headers=self._headers(None), _request_timeout=self.timeout
+            )
+            status, payload = response.status, _read(response)
+        except ApiException as exc:
+            status, payload = exc.status or 0, exc.body or b""
+        except Exception as exc:
+            raise KubeApiError(
+                "cannot reach the Kubernetes API at %s (%s) for %s"
+                % (self.configuration.host, _root_cause(exc), describe("GET", path))
+            ) from exc
+        if 200 <= status < 300:
+            return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
+        raise api_error("GET", path, status, _decode(payload))
+
+
+def _read(response: Any) -> Any:
+    data = getattr(response, "data", None)
+    if data is None and hasattr(response, "read"):
+        data = response.read()
+    return data if data is not None else b""
+
+
+def _decode(payload: Any) -> Any:
+    if isinstance(payload, bytes):
+        payload = payload.decode("utf-8", "replace")
+    if not payload:
+        return {}
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return {"message": str(payload)[:500]}
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None or exc.__context__ is not None:
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return "%s: %s" % (type(exc).__name__, exc)
+
+
+def split_path(path: str) -> Tuple[str, str, str, str]:
+    """(group/version, resource, namespace, name) of an API path, '' where absent."""
+    parts = [p for p in path.split("?")[0].split("/") if p]
+    if parts[:1] == ["api"]:
+        group_version, rest = parts[1], parts[2:]
+    else:
+        group_version, rest = "/".join(parts[1:3]), parts[3:]
+    namespace = ""
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) > 2:
+        namespace, rest = rest[1], rest[2:]
+    resource = rest[0] if rest else ""
+    name = rest[1] if len(rest) > 1 else ""
+    if len(rest) > 2:
+        resource = resource + "/" + rest[2]
+    return group_version, resource, namespace, name
+
+
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def describe(method: str, path: str) -> str:
+    """'patch deployments/scale payments/payments-api (apps/v1)' for messages."""
+    group_version, resource, namespace, name = split_path(path)
+    verb = _VERBS.get(method.upper(), method.lower())
+    if method.upper() == "GET" and not name:
+        verb = "list"
+    target = "/".join(x for x in (namespace, name) if x)
+    return "%s %s %s (%s)" % (verb, resource, target or "(all)", group_version)
+
+
+def api_error(method: str, path: str, status: int, body: Any) -> KubeApiError:
+    """The clear message for one failed call, from the Status object the API returned."""
+    group_version, resource, namespace, name = split_path(path)
+    verb = _VERBS.get(method.upper(), method.lower())
+    message = body.get("message", "") if isinstance(body, dict) else ""
+    reason = body.get("reason", "") if isinstance(body, dict) else ""
+    where = "in namespace %s" % namespace if namespace else "cluster-wide"
+    group = group_version.split("/")[0] if "/" in group_version else ""
+    if status == 401:
+        text = "the Kubernetes API rejected our credentials (401): the token or certificate is missing or expired"
+    elif status == 403:
+        text = (
+            "forbidden (403): this identity may not %s %s%s %s; grant it in its Role "
+            "(see deploy/rbac.yml) or use a credential that has it. API said: %s"
+            % (verb, resource, " (group %s)" % group if group else "", where, message)
+        )
+    elif status == 404:
+        text = "not found (404): %s %s %s does not exist; check the name and namespace" % (
+            resource, name or "", where) if name else "not found (404): %s %s is not served by this API server (%s)" % (
+            resource, where, message)
+    elif status == 409:
+        text = "conflict (409) on %s: %s" % (describe(method, path), message)
+    elif status == 422:
+        text = "invalid (422) %s: %s" % (describe(method, path), message)
+    elif status == 429 or status >= 500:
+        text = "the Kubernetes API failed (%s) on %s: %s; retry when the API server is healthy" % (
+            status, describe(method, path), message or reason)
+    else:
+        text = "Kubernetes API answered %s on %s: %s" % (status, describe(method, path), message or reason)
+    return KubeApiError(text, status=status, reason=reason)
+
+
+def path_for(api_version: str, plural: str, namespace: Optional[str] = None, name: Optional[str] = None,
+             subresource: Optional[str] = None) -> str:
+    """The REST path of a resource: path_for('apps/v1', 'deployments', 'ns', 'x', 'scale')."""
+    base = "/api/" + api_version if "/" not in api_version else "/apis/" + api_version
+    parts: List[str] = [base]
+    if namespace:
+        parts.append("namespaces/" + quote(namespace, safe=""))
+    parts.append(plural)
+    if name:
+        parts.append(quote(name, safe=""))
+    if subresource:
+        parts.append(subresource)
+    return "/".join(parts)

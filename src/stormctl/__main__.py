@@ -1,0 +1,5 @@
+import sys
+
+from stormctl.cli import main
+
+sys.exit(main())

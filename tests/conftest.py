@@ -1,0 +1,11 @@
+"""Shared pytest set-up: fixtures live in tests/fixtures/ as plugins."""
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
+
+pytest_plugins = [
+    "tests.fixtures.services",
+]
