@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBS := redis-server prometheus prometheus-redis-exporter prometheus-alertmanager
-SANITY_ROOT := $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
+SANITY_ROOT ?= $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
 GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
