@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: fintech SRE; Apache-2.0
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The one exception type the collection's module_utils raise."""
 
 from __future__ import annotations

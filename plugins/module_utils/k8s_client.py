@@ -1,5 +1,6 @@
 # -*- coding: utf-8 -*-
-# Copyright: fintech SRE; Apache-2.0
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A small JSON client for the Kubernetes API, built from kubernetes.core's connection options.
 
 The modules speak to the API by path (``/apis/apps/v1/namespaces/ns/deployments/x``) and get
@@ -116,7 +117,9 @@ class Kube:
         headers = {"Accept": "application/json", "User-Agent": "fintech.redis_storm"}
         if content_type:
             headers["Content-Type"] = content_type
-        token = self.configuration.get_api_key_with_prefix("authorization")
+        # kubernetes>=28 keeps a kubeconfig token under "BearerToken", older ones under "authorization"
+        token = (self.configuration.get_api_key_with_prefix("authorization")
+                 or self.configuration.get_api_key_with_prefix("BearerToken"))
         if token:
             headers["Authorization"] = token
         return headers
@@ -135,7 +138,8 @@ class Kube:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         if body is not None and content_type is None:
             content_type = "application/json"
-        data = None if body is None else (body if isinstance(body, str) else json.dumps(body))
+        # the kubernetes REST client JSON-encodes bodies sent with a JSON content type itself
+        data = json.loads(body) if isinstance(body, str) and "json" in (content_type or "") else body
         target = describe(method, path)
         try:
             response = self.api.rest_client.request(
@@ -148,6 +152,8 @@ class Kube:
         except (socket.timeout, TimeoutError) as exc:
             raise KubeApiError("Kubernetes API timed out after %ss on %s" % (self.timeout, target)) from exc
         except Exception as exc:  # urllib3 wraps refused/reset/DNS errors in several types
+            if _timed_out(exc):  # urllib3 retries, then reports a read timeout inside MaxRetryError
+                raise KubeApiError("Kubernetes API timed out after %ss on %s" % (self.timeout, target)) from exc
             raise KubeApiError(
                 "cannot reach the Kubernetes API at %s (%s) for %s: check host/kubeconfig and the network"
                 % (self.configuration.host, _root_cause(exc), target)
@@ -209,6 +215,23 @@ def _decode(payload: Any) -> Any:
         return {"message": str(payload)[:500]}
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """True when a timeout is somewhere in the chain (causes, or urllib3's ``reason``)."""
+    seen: List[BaseException] = []
+    pending: List[Optional[BaseException]] = [exc]
+    while pending:
+        item = pending.pop()
+        if item is None or item in seen:
+            continue
+        seen.append(item)
+        if isinstance(item, (socket.timeout, TimeoutError)) or type(item).__name__ in ("ReadTimeoutError",
+                                                                                        "ConnectTimeoutError"):
+            return True
+        reason = getattr(item, "reason", None)
+        pending += [item.__cause__, item.__context__, reason if isinstance(reason, BaseException) else None]
+    return False
+
+
 def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None or exc.__context__ is not None:
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
@@ -249,6 +272,8 @@ def api_error(method: str, path: str, status: int, body: Any) -> KubeApiError:
     """The clear message for one failed call, from the Status object the API returned."""
     group_version, resource, namespace, name = split_path(path)
     verb = _VERBS.get(method.upper(), method.lower())
+    if method.upper() == "GET" and not name:
+        verb = "list"
     message = body.get("message", "") if isinstance(body, dict) else ""
     reason = body.get("reason", "") if isinstance(body, dict) else ""
     where = "in namespace %s" % namespace if namespace else "cluster-wide"

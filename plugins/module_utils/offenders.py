@@ -1,0 +1,464 @@
+# -*- coding: utf-8 -*-
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Who holds the Redis connections: client addresses joined with pods, their owners and their health.
+
+``find_offenders`` reads the cluster through ``Kube`` and hands the documents to pure functions
+(``index_pods``, ``attribute``, ``hpa_state``, ``count_signatures``, ``rank``) that the unit tests
+drive directly. Reading pods must work; everything else (replica sets, HPAs, KEDA, metrics, logs)
+only degrades the answer and says so in ``degraded``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
+
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError, path_for
+
+DEFAULT_LOG_SIGNATURES: Dict[str, str] = {
+    "redis_timeout": r"RedisTimeoutException",
+    "connection_reset": r"Connection reset by peer",
+    "too_many_connections": r"Too many connections",
+    "max_clients_reached": r"max number of clients reached",
+    "retry": r"(?i)retry(ing)?",
+    "circuit_breaker_open": r"(?i)circuit.?breaker.*open",
+}
+
+LOG_PODS_PER_WORKLOAD = 3
+# Sidecars log the mesh's view, not the application's Redis errors.
+SIDECAR_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "istio-init"})
+KEDA_PAUSED = "autoscaling.keda.sh/paused"
+KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
+LIVE_PODS_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
+
+WorkloadKey = Tuple[str, str, str]  # (namespace, kind, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions: documents in, facts out.
+
+
+def normalize_ip(address: str) -> str:
+    """'10.0.0.1', '[fd00::1]:6379'-free forms and IPv4-mapped IPv6 all compare as one address."""
+    text = str(address).strip().strip("[]")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return text
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
+
+
+def compile_signatures(signatures: Dict[str, str]) -> Dict[str, Pattern[str]]:
+    compiled: Dict[str, Pattern[str]] = {}
+    for name, pattern in signatures.items():
+        try:
+            compiled[name] = re.compile(pattern)
+        except re.error as exc:
+            raise StormError(
+                "log_signatures.%s is not a valid regular expression (%s): %r" % (name, exc, pattern)) from exc
+    return compiled
+
+
+def count_signatures(text: str, signatures: Dict[str, Pattern[str]]) -> Dict[str, int]:
+    """How many log lines match each signature (a line counts once per signature)."""
+    counts = dict.fromkeys(signatures, 0)
+    for line in text.splitlines():
+        for name, pattern in signatures.items():
+            if pattern.search(line):
+                counts[name] += 1
+    return counts
+
+
+def pod_ips(pod: Dict[str, Any]) -> List[str]:
+    status = pod.get("status") or {}
+    ips = [entry.get("ip", "") for entry in status.get("podIPs") or []]
+    if status.get("podIP"):
+        ips.append(status["podIP"])
+    return sorted({normalize_ip(ip) for ip in ips if ip})
+
+
+def pod_health(pod: Dict[str, Any]) -> Dict[str, Any]:
+    """restarts (all containers), crashloop (waiting in CrashLoopBackOff), oomkilled (last exit)."""
+    statuses = list((pod.get("status") or {}).get("containerStatuses") or [])
+    restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
+    crashloop = any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff" for s in statuses)
+    oomkilled = any(
+        ((s.get("lastState") or {}).get("terminated") or {}).get("reason") == "OOMKilled"
+        or ((s.get("state") or {}).get("terminated") or {}).get("reason") == "OOMKilled"
+        for s in statuses
+    )
+    return {"restarts": restarts, "crashloop": crashloop, "oomkilled": oomkilled}
+
+
+def controller_of(obj: Dict[str, Any]) -> Optional[Tuple[str, str]]:
+    """(kind, name) of the controlling ownerReference, or None."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    for ref in refs:
+        if ref.get("controller"):
+            return str(ref.get("kind")), str(ref.get("name"))
+    if refs:
+        return str(refs[0].get("kind")), str(refs[0].get("name"))
+    return None
+
+
+def owner_of(pod: Dict[str, Any], replicasets: Dict[Tuple[str, str], Optional[Dict[str, Any]]]) -> Tuple[str, str]:
+    """The workload a pod belongs to: ReplicaSet -> Deployment, StatefulSet, DaemonSet, Job, or the bare pod.
+
+    ``replicasets`` maps (namespace, name) to the ReplicaSet read from the API, or None when it
+    could not be read; then the Deployment name comes from the pod-template-hash suffix.
+    """
+    meta = pod.get("metadata") or {}
+    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+    owner = controller_of(pod)
+    if owner is None:
+        return "Pod", name
+    kind, owner_name = owner
+    if kind != "ReplicaSet":
+        return kind, owner_name
+    replicaset = replicasets.get((namespace, owner_name))
+    if replicaset is not None:
+        parent = controller_of(replicaset)
+        return parent if parent is not None else ("ReplicaSet", owner_name)
+    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
+    if template_hash and owner_name.endswith("-" + template_hash):
+        return "Deployment", owner_name[: -len(template_hash) - 1]
+    return "ReplicaSet", owner_name
+
+
+def index_pods(pods: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, int]]:
+    """IP -> pod for live pods; IPs shared by several pods (hostNetwork) are set aside with their count."""
+    by_ip: Dict[str, Dict[str, Any]] = {}
+    shared: Dict[str, int] = {}
+    for pod in pods:
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            continue  # their IPs may already belong to a new pod
+        for ip in pod_ips(pod):
+            if ip in shared:
+                shared[ip] += 1
+            elif ip in by_ip:
+                del by_ip[ip]
+                shared[ip] = 2
+            else:
+                by_ip[ip] = pod
+    return by_ip, shared
+
+
+def _pod_key(pod: Dict[str, Any]) -> Tuple[str, str]:
+    meta = pod.get("metadata") or {}
+    return str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+
+def attribute(
+    sources: List[Dict[str, Any]],
+    pods: List[Dict[str, Any]],
+    replicasets: Dict[Tuple[str, str], Optional[Dict[str, Any]]],
+    include_idle: bool = False,
+) -> Tuple[Dict[WorkloadKey, Dict[str, Any]], List[Dict[str, Any]]]:
+    """Sum the sources' connections per owning workload.
+
+    Returns (workloads keyed by (namespace, kind, name), unattributed sources). Every live pod
+    counts toward its workload's pods/restarts; workloads without connections are kept only
+    when ``include_idle`` (Redis was unreadable, so the cluster's own signals must rank).
+    """
+    by_ip, shared = index_pods(pods)
+    workloads: Dict[WorkloadKey, Dict[str, Any]] = {}
+
+    def entry(pod: Dict[str, Any]) -> Dict[str, Any]:
+        namespace, _ = _pod_key(pod)
+        kind, name = owner_of(pod, replicasets)
+        key = (namespace, kind, name)
+        if key not in workloads:
+            workloads[key] = {
+                "namespace": namespace, "kind": kind, "name": name, "connections": 0,
+                "pod_names": [], "pod_ips": [], "pod_connections": {}, "client_names": [],
+                "restarts": 0, "crashloop": False, "oomkilled": False,
+            }
+        return workloads[key]
+
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        item = entry(pod)
+        health = pod_health(pod)
+        item["pod_names"].append(_pod_key(pod)[1])
+        item["restarts"] += health["restarts"]
+        item["crashloop"] = item["crashloop"] or health["crashloop"]
+        item["oomkilled"] = item["oomkilled"] or health["oomkilled"]
+
+    unattributed: List[Dict[str, Any]] = []
+    for source in sources:
+        ip = normalize_ip(str(source.get("ip", "")))
+        connections = int(source.get("connections") or 0)
+        owner_pod = by_ip.get(ip)
+        if owner_pod is None:
+            reason = ("address shared by %d hostNetwork pods" % shared[ip]) if ip in shared else (
+                "no live pod has this address (a node, an external client, or a pod outside the namespaces read)")
+            unattributed.append({"ip": ip, "connections": connections,
+                                 "names": list(source.get("names") or []), "reason": reason})
+            continue
+        item = entry(owner_pod)
+        pod_name = _pod_key(owner_pod)[1]
+        item["connections"] += connections
+        item["pod_connections"][pod_name] = item["pod_connections"].get(pod_name, 0) + connections
+        if ip not in item["pod_ips"]:
+            item["pod_ips"].append(ip)
+        for client_name in source.get("names") or []:
+            if client_name and client_name not in item["client_names"]:
+                item["client_names"].append(client_name)
+
+    if not include_idle:
+        workloads = {key: item for key, item in workloads.items() if item["connections"] > 0}
+    for item in workloads.values():
+        item["pod_ips"].sort(key=_ip_sort_key)
+        item["pod_names"].sort()
+    return workloads, unattributed
+
+
+def _ip_sort_key(ip: str) -> Tuple[int, Any]:
+    try:
+        parsed = ipaddress.ip_address(ip)
+        return parsed.version, int(parsed)
+    except ValueError:
+        return 9, ip
+
+
+def parse_cpu(quantity: Any) -> float:
+    """A Kubernetes CPU quantity ('250m', '1', '1.5', '123456n', '12u') in millicores."""
+    text = str(quantity).strip()
+    units = {"n": 1e-6, "u": 1e-3, "m": 1.0}
+    try:
+        if text and text[-1] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text) * 1000.0
+    except ValueError:
+        return 0.0
+
+
+def pod_cpu(metrics_items: Iterable[Dict[str, Any]]) -> Dict[str, float]:
+    """pod name -> millicores summed over its containers, from a PodMetricsList."""
+    usage: Dict[str, float] = {}
+    for item in metrics_items:
+        name = str((item.get("metadata") or {}).get("name", ""))
+        usage[name] = sum(parse_cpu((c.get("usage") or {}).get("cpu", "0")) for c in item.get("containers") or [])
+    return usage
+
+
+def _targets(ref: Dict[str, Any], kind: str, name: str, default_kind: str = "") -> bool:
+    return bool(ref.get("name") == name and (ref.get("kind") or default_kind) == kind)
+
+
+def hpa_state(
+    kind: str, name: str, hpas: List[Dict[str, Any]], scaled_objects: List[Dict[str, Any]]
+) -> Optional[Dict[str, Any]]:
+    """The autoscaler of one workload: a KEDA ScaledObject wins over the HPA KEDA generates for it."""
+    for scaled in scaled_objects:
+        spec = scaled.get("spec") or {}
+        if not _targets(spec.get("scaleTargetRef") or {}, kind, name, default_kind="Deployment"):
+            continue
+        so_name = str((scaled.get("metadata") or {}).get("name", ""))
+        annotations = (scaled.get("metadata") or {}).get("annotations") or {}
+        generated = next((h for h in hpas if (h.get("metadata") or {}).get("name") == "keda-hpa-" + so_name), None)
+        status = (generated or {}).get("status") or {}
+        paused = str(annotations.get(KEDA_PAUSED, "")).lower() == "true" or KEDA_PAUSED_REPLICAS in annotations
+        return {
+            "kind": "ScaledObject", "name": so_name,
+            "current": status.get("currentReplicas"), "desired": status.get("desiredReplicas"),
+            "min": spec.get("minReplicaCount", 0), "max": spec.get("maxReplicaCount", 100),
+            "paused": paused,
+        }
+    for hpa in hpas:
+        spec = hpa.get("spec") or {}
+        if not _targets(spec.get("scaleTargetRef") or {}, kind, name):
+            continue
+        status = hpa.get("status") or {}
+        scale_up = (spec.get("behavior") or {}).get("scaleUp") or {}
+        return {
+            "kind": "HorizontalPodAutoscaler", "name": str((hpa.get("metadata") or {}).get("name", "")),
+            "current": status.get("currentReplicas"), "desired": status.get("desiredReplicas"),
+            "min": spec.get("minReplicas", 1), "max": spec.get("maxReplicas"),
+            "paused": scale_up.get("selectPolicy") == "Disabled",
+        }
+    return None
+
+
+def _evidence(item: Dict[str, Any]) -> Tuple[Any, ...]:
+    signals = sum((item.get("log_signatures") or {}).values())
+    return (
+        item["connections"], signals, int(item["crashloop"]) + int(item["oomkilled"]), item["restarts"],
+        item.get("cpu_millicores") or 0.0,
+    )
+
+
+def rank(workloads: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """Most connections first; ties broken by log signals, crash state, restarts, then CPU."""
+    return sorted(workloads, key=lambda w: (tuple(-x for x in _evidence(w)), w["namespace"], w["kind"], w["name"]))
+
+
+def shape(item: Dict[str, Any], total: int) -> Dict[str, Any]:
+    """The documented result entry of one workload."""
+    return {
+        "namespace": item["namespace"], "kind": item["kind"], "name": item["name"],
+        "connections": item["connections"],
+        "connection_share": round(item["connections"] / total, 4) if total else 0.0,
+        "pods": len(item["pod_names"]), "pod_ips": item["pod_ips"],
+        "client_names": item["client_names"],
+        "restarts": item["restarts"], "crashloop": item["crashloop"], "oomkilled": item["oomkilled"],
+        "hpa": item.get("hpa"),
+        "cpu_millicores": None if item.get("cpu_millicores") is None else round(item["cpu_millicores"], 1),
+        "log_signatures": item.get("log_signatures") or {},
+        "logs_read": item.get("logs_read", []),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the cluster.
+
+
+class OffenderFinder:
+    """One triage read of the cluster; collects what it could not read in ``degraded``."""
+
+    def __init__(self, kube: Any, namespaces: List[str], log_tail_lines: int,
+                 signatures: Dict[str, str], top: int, metrics: bool) -> None:
+        if log_tail_lines < 0 or top < 0:
+            raise StormError("log_tail_lines and top must be 0 or more (got %s and %s)" % (log_tail_lines, top))
+        self.kube = kube
+        self.namespaces = sorted(set(namespaces))
+        self.log_tail_lines = log_tail_lines
+        self.signatures = compile_signatures(signatures)
+        self.top = top
+        self.metrics = metrics
+        self.degraded: List[str] = []
+        self.metrics_absent = False
+
+    def _degrade(self, what: str, exc: KubeApiError) -> None:
+        self.degraded.append("%s: %s" % (what, exc.message))
+
+    def list_pods(self) -> List[Dict[str, Any]]:
+        """Pods must be readable: without them there is no answer, so this raises."""
+        query = {"fieldSelector": LIVE_PODS_SELECTOR}
+        if not self.namespaces:
+            return list(self.kube.get(path_for("v1", "pods"), query).get("items") or [])
+        pods: List[Dict[str, Any]] = []
+        for namespace in self.namespaces:
+            pods.extend(self.kube.get(path_for("v1", "pods", namespace), query).get("items") or [])
+        return pods
+
+    def replicasets_of(self, pods: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Optional[Dict[str, Any]]]:
+        wanted = set()
+        for pod in pods:
+            owner = controller_of(pod)
+            if owner and owner[0] == "ReplicaSet":
+                wanted.add((_pod_key(pod)[0], owner[1]))
+        found: Dict[Tuple[str, str], Optional[Dict[str, Any]]] = {}
+        for namespace in sorted({ns for ns, _ in wanted}):
+            try:
+                items = self.kube.get(path_for("apps/v1", "replicasets", namespace)).get("items") or []
+            except KubeApiError as exc:
+                self._degrade("replicasets in %s (owners guessed from pod-template-hash)" % namespace, exc)
+                continue
+            for replicaset in items:
+                key = (namespace, str((replicaset.get("metadata") or {}).get("name", "")))
+                if key in wanted:
+                    found[key] = replicaset
+        return found
+
+    def _list_optional(self, what: str, path: str, absent_ok: bool) -> List[Dict[str, Any]]:
+        try:
+            return list(self.kube.get(path).get("items") or [])
+        except KubeApiError as exc:
+            if exc.status == 404 and absent_ok:
+                return []  # the kind is not served here (no KEDA, no metrics-server)
+            self._degrade(what, exc)
+            return []
+
+    def autoscalers(self, namespace: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+        hpas = self._list_optional(
+            "HPAs in %s" % namespace, path_for("autoscaling/v2", "horizontalpodautoscalers", namespace), False)
+        scaled = self._list_optional(
+            "KEDA ScaledObjects in %s" % namespace, path_for("keda.sh/v1alpha1", "scaledobjects", namespace), True)
+        return hpas, scaled
+
+    def cpu(self, namespace: str) -> Optional[Dict[str, float]]:
+        if self.metrics_absent:
+            return None
+        path = path_for("metrics.k8s.io/v1beta1", "pods", namespace)
+        try:
+            return pod_cpu(self.kube.get(path).get("items") or [])
+        except KubeApiError as exc:
+            if exc.status == 404:
+                self.metrics_absent = True
+                self.degraded.append("pod CPU: the metrics.k8s.io API is not served here (no metrics-server)")
+            else:
+                self._degrade("pod CPU in %s" % namespace, exc)
+            return None
+
+    def read_logs(self, item: Dict[str, Any], pods_by_name: Dict[Tuple[str, str], Dict[str, Any]]) -> None:
+        busiest = sorted(item["pod_connections"].items(), key=lambda kv: (-kv[1], kv[0]))
+        names = [name for name, _ in busiest] + [n for n in item["pod_names"] if n not in item["pod_connections"]]
+        counts = dict.fromkeys(self.signatures, 0)
+        read: List[str] = []
+        for pod_name in names[:LOG_PODS_PER_WORKLOAD]:
+            pod = pods_by_name.get((item["namespace"], pod_name)) or {}
+            containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+            restarted = {s.get("name") for s in (pod.get("status") or {}).get("containerStatuses") or []
+                         if int(s.get("restartCount") or 0) > 0}
+            app_containers = [c for c in containers if c and c not in SIDECAR_CONTAINERS] or [None]
+            for container in app_containers:
+                label = pod_name if container is None or len(containers) == 1 else "%s/%s" % (pod_name, container)
+                # a restarted container's last lines before the crash are in its previous log
+                for previous in ([False, True] if container in restarted else [False]):
+                    text = self._log(item["namespace"], pod_name, container if len(containers) > 1 else None,
+                                     previous)
+                    if text is None:
+                        continue
+                    for name, count in count_signatures(text, self.signatures).items():
+                        counts[name] += count
+                    read.append(label + (" (previous)" if previous else ""))
+        item["log_signatures"] = counts
+        item["logs_read"] = read
+
+    def _log(self, namespace: str, pod: str, container: Optional[str], previous: bool) -> Optional[str]:
+        path = path_for("v1", "pods", namespace, pod, "log")
+        query = {"tailLines": self.log_tail_lines, "container": container, "previous": "true" if previous else None}
+        try:
+            return str(self.kube.text(path, query))
+        except KubeApiError as exc:
+            if previous and exc.status in (400, 404):
+                return None  # no previous container instance to read
+            self._degrade("%slogs of %s/%s" % ("previous " if previous else "", namespace, pod), exc)
+            return None
+
+    def find(self, sources: List[Dict[str, Any]]) -> Dict[str, Any]:
+        pods = self.list_pods()
+        replicasets = self.replicasets_of(pods)
+        workloads, unattributed = attribute(sources, pods, replicasets, include_idle=not sources)
+        namespaces = sorted({item["namespace"] for item in workloads.values()})
+        for namespace in namespaces:
+            hpas, scaled = self.autoscalers(namespace)
+            usage = self.cpu(namespace) if self.metrics else None
+            for item in workloads.values():
+                if item["namespace"] != namespace:
+                    continue
+                item["hpa"] = hpa_state(item["kind"], item["name"], hpas, scaled)
+                if usage is not None:
+                    item["cpu_millicores"] = sum(usage.get(pod, 0.0) for pod in item["pod_names"])
+        ranked = rank(workloads.values())
+        if self.log_tail_lines > 0 and self.signatures:
+            pods_by_name = {_pod_key(pod): pod for pod in pods}
+            for item in ranked[: self.top]:
+                self.read_logs(item, pods_by_name)
+            ranked = rank(ranked)
+        total = sum(int(s.get("connections") or 0) for s in sources)
+        return {
+            "workloads": [shape(item, total) for item in ranked],
+            "unattributed_connections": sorted(unattributed, key=lambda u: (-u["connections"], u["ip"])),
+            "total_connections": total,
+            "pods_scanned": len(pods),
+            "degraded": self.degraded,
+        }

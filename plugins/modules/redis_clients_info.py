@@ -1,0 +1,334 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: redis_clients_info
+short_description: Redis' own view of a connection storm (clients, rates, sources, latency, verdict)
+description:
+  - Reads C(INFO clients) and C(INFO stats) twice, O(sample_seconds) apart, for the rate of new and rejected
+    connections; times O(latency_samples) C(PING)s; and reads C(CLIENT LIST) exactly once, grouped by source IP.
+  - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
+  - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
+    C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a
+    critical storm verdict, the strongest storm signal there is.
+  - C(CLIENT LIST) blocks Redis for about a microsecond per client; it is called once per run.
+version_added: 0.1.0
+author: fintech SRE (@fintech-sre)
+extends_documentation_fragment:
+  - fintech.redis_storm.redis
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; runs the same in check mode.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is nothing to diff.
+options:
+  sample_seconds:
+    description:
+      - Seconds between the two INFO samples the rates come from. V(0) skips the rates.
+    type: float
+    default: 1.0
+  latency_samples:
+    description:
+      - Number of C(PING)s timed for RV(latency_ms). V(0) skips the probe.
+    type: int
+    default: 20
+  top:
+    description:
+      - Number of source IPs to return in RV(top_sources), most connections first. V(0) returns all.
+    type: int
+    default: 10
+  fail_on_unreachable:
+    description:
+      - Fail the task when Redis cannot be reached for a reason other than saturation (refused, timeout, DNS).
+      - A saturated Redis never fails the task.
+    type: bool
+    default: false
+  thresholds:
+    description:
+      - Levels for the verdict. A level is reached when the value is above it.
+    type: dict
+    suboptions:
+      utilization:
+        description: Connected clients divided by C(maxclients).
+        type: dict
+        suboptions:
+          warning:
+            description: Warning level.
+            type: float
+            default: 0.8
+          critical:
+            description: Critical level.
+            type: float
+            default: 0.95
+      new_connections_per_sec:
+        description: New connections accepted per second.
+        type: dict
+        suboptions:
+          warning:
+            description: Warning level.
+            type: float
+            default: 100.0
+          critical:
+            description: Critical level.
+            type: float
+            default: 500.0
+      rejected_per_sec:
+        description: Connections rejected at C(maxclients) per second.
+        type: dict
+        suboptions:
+          warning:
+            description: Warning level (V(0) means any rejection).
+            type: float
+            default: 0.0
+          critical:
+            description: Critical level.
+            type: float
+            default: 1.0
+notes:
+  - Our own connection is named C(redis-storm) and left out of RV(top_sources); replicas are left out too.
+seealso:
+  - module: fintech.redis_storm.redis_clients_kill
+"""
+
+EXAMPLES = r"""
+- name: Triage | Redis clients, rates and top sources
+  fintech.redis_storm.redis_clients_info:
+    host: redis.payments.svc
+    port: 6380
+    tls: true
+    ca_path: /etc/pki/redis-ca.pem
+    password: "{{ storm_redis_password }}"
+    sample_seconds: 2
+    top: 5
+    thresholds:
+      utilization: {warning: 0.7, critical: 0.9}
+  register: redis_view
+
+- name: Triage | Say what Redis shows
+  ansible.builtin.debug:
+    msg: "{{ redis_view.verdict.severity }}: {{ redis_view.verdict.reasons | join('; ') }}"
+"""
+
+RETURN = r"""
+reachable:
+  description: Whether our connection was accepted.
+  returned: always
+  type: bool
+  sample: true
+saturated:
+  description: Redis refused our connection because it is at C(maxclients) (or dropped it at the TLS handshake).
+  returned: always
+  type: bool
+  sample: false
+error:
+  description: Why Redis could not be read; null when it could.
+  returned: always
+  type: str
+  sample: "Redis at 10.0.0.5:6379 refused our connection: max number of clients reached"
+clients:
+  description: C(INFO clients) from the second sample; null when unreachable.
+  returned: always
+  type: dict
+  sample: {connected: 9812, max: 10000, utilization: 0.9812, blocked: 0}
+  contains:
+    connected:
+      description: C(connected_clients), our own connection included.
+      type: int
+      returned: when reachable
+      sample: 9812
+    max:
+      description: C(maxclients); null when neither INFO nor CONFIG GET tells it.
+      type: int
+      returned: when reachable
+      sample: 10000
+    utilization:
+      description: RV(clients.connected) divided by RV(clients.max).
+      type: float
+      returned: when reachable
+      sample: 0.9812
+    blocked:
+      description: C(blocked_clients).
+      type: int
+      returned: when reachable
+      sample: 0
+stats:
+  description: C(INFO stats) counters from the second sample; null when unreachable.
+  returned: always
+  type: dict
+  sample: {total_connections_received: 51234, rejected_connections: 812, evicted_clients: 0, ops_per_sec: 4210}
+  contains:
+    total_connections_received:
+      description: Connections accepted since Redis started.
+      type: int
+      returned: when reachable
+      sample: 51234
+    rejected_connections:
+      description: Connections refused at C(maxclients) since Redis started.
+      type: int
+      returned: when reachable
+      sample: 812
+    evicted_clients:
+      description: Clients evicted by C(maxmemory-clients) (Redis 7+; 0 before).
+      type: int
+      returned: when reachable
+      sample: 0
+    ops_per_sec:
+      description: C(instantaneous_ops_per_sec).
+      type: int
+      returned: when reachable
+      sample: 4210
+rates:
+  description:
+    - Per-second rates between the two INFO samples.
+    - Null when unreachable; the values are null when O(sample_seconds=0).
+  returned: always
+  type: dict
+  sample: {new_connections_per_sec: 812.5, rejected_per_sec: 40.0}
+  contains:
+    new_connections_per_sec:
+      description: Growth of C(total_connections_received) per second.
+      type: float
+      returned: when reachable
+      sample: 812.5
+    rejected_per_sec:
+      description: Growth of C(rejected_connections) per second.
+      type: float
+      returned: when reachable
+      sample: 40.0
+latency_ms:
+  description: Round trip of C(PING) in milliseconds; null when unreachable, values null when O(latency_samples=0).
+  returned: always
+  type: dict
+  sample: {p50: 0.21, p99: 3.4, max: 3.4}
+  contains:
+    p50:
+      description: Median.
+      type: float
+      returned: when reachable
+      sample: 0.21
+    p99:
+      description: 99th percentile (nearest rank).
+      type: float
+      returned: when reachable
+      sample: 3.4
+    max:
+      description: Slowest PING.
+      type: float
+      returned: when reachable
+      sample: 3.4
+top_sources:
+  description: Connections grouped by source IP, most connections first, at most O(top); empty when unreachable.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{ip: 10.42.3.17, connections: 150, names: [checkout], lib_names: [redis-py], idle_max: 40, age_min: 2}]
+  contains:
+    ip:
+      description: Source address as Redis sees it.
+      type: str
+      returned: always
+      sample: 10.42.3.17
+    connections:
+      description: Connections from this address.
+      type: int
+      returned: always
+      sample: 150
+    names:
+      description: Distinct C(CLIENT SETNAME) names, sorted.
+      type: list
+      elements: str
+      returned: always
+      sample: [checkout]
+    lib_names:
+      description: Distinct client library names (C(CLIENT SETINFO), Redis 7.2+), sorted.
+      type: list
+      elements: str
+      returned: always
+      sample: [redis-py]
+    idle_max:
+      description: Longest idle time of these connections, in seconds.
+      type: int
+      returned: always
+      sample: 40
+    age_min:
+      description: Age of the youngest of these connections, in seconds (0 means just opened).
+      type: int
+      returned: always
+      sample: 2
+verdict:
+  description: Whether Redis shows a connection storm, how bad, and why.
+  returned: always
+  type: dict
+  sample:
+    storm: true
+    severity: critical
+    reasons: ["rejected connections per second is 40, above the critical threshold 1"]
+  contains:
+    storm:
+      description: True when any threshold is reached or Redis is saturated.
+      type: bool
+      returned: always
+      sample: true
+    severity:
+      description: V(none), V(warning) or V(critical).
+      type: str
+      returned: always
+      sample: critical
+    reasons:
+      description: One sentence per reached threshold, with the value and the threshold.
+      type: list
+      elements: str
+      returned: always
+      sample: ["client utilization (connected/maxclients) is 1, above the critical threshold 0.95"]
+"""
+
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import DEFAULT_THRESHOLDS, collect
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
+    HAS_REDIS,
+    REDIS_ARG_SPEC,
+    REDIS_IMPORT_ERROR,
+    redis_options,
+)
+
+
+def _levels(name: str) -> Dict[str, Any]:
+    return {"type": "dict", "apply_defaults": True, "options": {
+        level: {"type": "float", "default": value} for level, value in DEFAULT_THRESHOLDS[name].items()}}
+
+
+def main() -> None:
+    argument_spec = dict(
+        REDIS_ARG_SPEC,
+        sample_seconds={"type": "float", "default": 1.0},
+        latency_samples={"type": "int", "default": 20},
+        top={"type": "int", "default": 10},
+        fail_on_unreachable={"type": "bool", "default": False},
+        thresholds={"type": "dict", "apply_defaults": True,
+                    "options": {name: _levels(name) for name in DEFAULT_THRESHOLDS}},
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    if not HAS_REDIS:
+        module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
+    params = module.params
+    try:
+        result = collect(redis_options(params), params["sample_seconds"], params["latency_samples"],
+                         params["top"], params["thresholds"])
+    except StormError as exc:
+        module.fail_json(msg=exc.message, **exc.details)
+    if not result["reachable"] and not result["saturated"] and params["fail_on_unreachable"]:
+        module.fail_json(msg=result["error"], **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

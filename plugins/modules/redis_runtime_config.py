@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: redis_runtime_config
+short_description: Change Redis' connection limits at runtime, with the originals kept in the incident ledger
+description:
+  - CONFIG SET of the connection-related directives Redis accepts at runtime, C(timeout), C(maxclients),
+    C(maxmemory-clients) and C(tcp-keepalive). Any other name is refused.
+  - Reads each directive with CONFIG GET first and sets only those that differ, so a second run reports
+    C(changed=false). Values are compared as CONFIG GET shows them (C(64mb) reads back as C(67108864)).
+  - Before the first CONFIG SET the original values are recorded in the incident's ledger ConfigMap
+    C(redis-storm-ledger-<incident_id>) in the cluster (target C(redis), endpoint C(host:port)), so
+    O(state=restored) or M(fintech.redis_storm.storm_rollback) can put them back from any machine.
+  - A C(maxclients) above what the server's open-files limit allows fails with the highest value Redis can take.
+  - When Redis is at maxclients our own connection is refused; the module then fails and says which
+    Kubernetes-side rungs can free connections first.
+version_added: "0.1.0"
+author: fintech SRE (@fintech-sre)
+options:
+  settings:
+    description:
+      - 'Directive name to value, for example C({maxclients: 20000, timeout: 300}).'
+      - C(maxmemory-clients) takes bytes, a size (C(64mb), C(1gb)) or a percentage of maxmemory (C(5%)).
+      - Required for O(state=applied); ignored for O(state=restored), which puts back every open ledger entry
+        of the incident for this Redis.
+    type: dict
+    default: {}
+  state:
+    description:
+      - C(applied) sets O(settings); C(restored) puts back what the incident's ledger recorded for this Redis.
+    type: str
+    choices: [applied, restored]
+    default: applied
+  incident_id:
+    description: The incident the change belongs to; names the ledger ConfigMap.
+    type: str
+    required: true
+  ledger_namespace:
+    description: Namespace of the ledger ConfigMap.
+    type: str
+    default: redis-storm
+  force:
+    description:
+      - Restore even when a directive was changed by someone after us (drift). Without it such a restore is refused
+        with the directive, the value we set and the value found.
+    type: bool
+    default: false
+  rung:
+    description: The ladder rung this change belongs to, recorded in the ledger entry.
+    type: str
+  allow_maxclients_below_connected:
+    description:
+      - Allow a C(maxclients) lower than the clients connected right now (every new connection would be refused).
+    type: bool
+    default: false
+  kubeconfig:
+    description:
+      - Kubeconfig for the cluster that holds the ledger. Falls back to E(K8S_AUTH_KUBECONFIG),
+        then C(~/.kube/config), then in-cluster.
+    type: path
+  context:
+    description: The kubeconfig context to use. Falls back to E(K8S_AUTH_CONTEXT).
+    type: str
+  kube_host:
+    description:
+      - URL of the Kubernetes API server (C(host) of the kubernetes.core modules). Falls back to E(K8S_AUTH_HOST).
+    type: str
+  api_key:
+    description: Bearer token for the API server. Falls back to E(K8S_AUTH_API_KEY).
+    type: str
+  kube_validate_certs:
+    description:
+      - Verify the API server's certificate (C(validate_certs) of the kubernetes.core modules). Falls back to
+        E(K8S_AUTH_VERIFY_SSL).
+    type: bool
+  ca_cert:
+    description: CA bundle that signed the API server's certificate. Falls back to E(K8S_AUTH_SSL_CA_CERT).
+    type: path
+    aliases: [ssl_ca_cert]
+  request_timeout:
+    description: Seconds to wait for each Kubernetes API call.
+    type: float
+    default: 10.0
+extends_documentation_fragment:
+  - fintech.redis_storm.redis
+attributes:
+  check_mode:
+    support: full
+    description: Reads CONFIG GET and the ledger only; no CONFIG SET and no ledger write. C(changed) and the diff are
+      what a real run would report.
+  diff_mode:
+    support: full
+    description: The directives' values before and after.
+requirements:
+  - kubernetes (the Python client, for the ledger)
+seealso:
+  - module: fintech.redis_storm.storm_rollback
+  - module: fintech.redis_storm.redis_clients_info
+"""
+
+EXAMPLES = r"""
+- name: Give Redis room for more clients and reap idle connections
+  fintech.redis_storm.redis_runtime_config:
+    host: "{{ storm_redis_host }}"
+    password: "{{ storm_redis_password }}"
+    kubeconfig: "{{ storm_kubeconfig }}"
+    incident_id: "{{ incident_id }}"
+    rung: redis_capacity
+    settings:
+      maxclients: 20000
+      timeout: 300
+
+- name: Put the original values back
+  fintech.redis_storm.redis_runtime_config:
+    host: "{{ storm_redis_host }}"
+    password: "{{ storm_redis_password }}"
+    incident_id: "{{ incident_id }}"
+    state: restored
+"""
+
+RETURN = r"""
+changed:
+  description: Whether a directive was (or in check mode would be) changed.
+  returned: always
+  type: bool
+  sample: true
+before:
+  description: Values of the directives before the change, as CONFIG GET shows them.
+  returned: always
+  type: dict
+  sample: {maxclients: "1000", timeout: "0"}
+after:
+  description: Values after the change (what was set, or what restore put back).
+  returned: always
+  type: dict
+  sample: {maxclients: "20000", timeout: "300"}
+diff:
+  description: C(before) and C(after) in diff mode.
+  returned: when diff mode is on
+  type: dict
+  sample: {before: {maxclients: "1000"}, after: {maxclients: "20000"}}
+ledger:
+  description: The ledger ConfigMap and the entry written (C(entry_id) null when nothing was recorded).
+  returned: always
+  type: dict
+  sample: {configmap: redis-storm-ledger-storm-20261126-0545, namespace: redis-storm, entry_id: entry-0004}
+msg:
+  description: What was done, in one line.
+  returned: always
+  type: str
+  sample: "set maxclients=20000, timeout=300 on Redis at 10.0.0.5:6379"
+max_clients_allowed:
+  description: The highest maxclients the server's open-files limit allows, when the requested one was too high.
+  returned: on that failure
+  type: int
+  sample: 992
+saturated:
+  description: True when the failure is Redis refusing our connection at maxclients.
+  returned: on that failure
+  type: bool
+  sample: true
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
+    HAS_KUBERNETES,
+    KUBERNETES_IMPORT_ERROR,
+    Kube,
+)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_config import (
+    RuntimeConfig,
+    argument_spec,
+    open_redis,
+    renamed_kube_options,
+)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import HAS_REDIS, REDIS_IMPORT_ERROR
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not HAS_REDIS:
+        module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    params = module.params
+    client = None
+    try:
+        ledger = Ledger(Kube(renamed_kube_options(params)), params["incident_id"], params["ledger_namespace"])
+        client, options = open_redis(params)
+        config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
+                               rung=params["rung"], allow_below_connected=params["allow_maxclients_below_connected"])
+        result = config.restore() if params["state"] == "restored" else config.apply(params["settings"])
+    except StormError as exc:
+        module.fail_json(msg=exc.message, **exc.details)
+    finally:
+        if client is not None:
+            client.close()
+    if module._diff:
+        result["diff"] = {"before": result["before"], "after": result["after"]}
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

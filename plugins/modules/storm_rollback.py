@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: storm_rollback
+short_description: Undo every mitigation of an incident from its ledger
+description:
+  - Reads the incident's undo ledger ConfigMap and restores every open entry, newest first, putting back
+    the recorded values of the fields each mitigation changed (and deleting objects it created).
+  - An entry whose field was changed after the mitigation (drift) is not restored unless O(force=true);
+    the module then fails with the field, the value we set and the value found.
+  - Entries whose object is gone are reported as missing. Redis entries (CONFIG SET) are restored when
+    O(redis) points at that server, and reported as skipped otherwise.
+  - A second rollback changes nothing.
+version_added: "0.1.0"
+author: fintech SRE (@fintech-sre)
+options:
+  incident_id:
+    description:
+      - The incident to roll back.
+    type: str
+    required: true
+  ledger_namespace:
+    description:
+      - Namespace of the undo ledger ConfigMap.
+    type: str
+    default: redis-storm
+  force:
+    description:
+      - Restore over drift.
+    type: bool
+    default: false
+  redis:
+    description:
+      - How to reach Redis, to restore runtime configuration entries. Without it they are skipped.
+    type: dict
+    suboptions:
+      host:
+        description: Redis host.
+        type: str
+        default: 127.0.0.1
+      port:
+        description: Redis port.
+        type: int
+        default: 6379
+      username:
+        description: ACL user name.
+        type: str
+      password:
+        description: Password.
+        type: str
+      tls:
+        description: Connect with TLS.
+        type: bool
+        default: false
+      ca_path:
+        description: CA bundle to verify the server certificate.
+        type: path
+      validate_certs:
+        description: Verify the server certificate.
+        type: bool
+        default: true
+      socket_timeout:
+        description: Seconds to wait for Redis.
+        type: float
+        default: 3.0
+extends_documentation_fragment:
+  - fintech.redis_storm.kube
+attributes:
+  check_mode:
+    support: full
+    description: Judges every entry against the live objects and validates deletes and patches with a
+      server-side dry run; writes nothing, not even the ledger.
+  diff_mode:
+    support: full
+    description: Shows, per object, the fields put back as they are now and as they will be.
+"""
+
+EXAMPLES = r"""
+- name: Roll back everything this incident changed
+  fintech.redis_storm.storm_rollback:
+    incident_id: "{{ incident_id }}"
+    redis:
+      host: "{{ storm_redis_host }}"
+      port: "{{ storm_redis_port }}"
+      password: "{{ storm_redis_password }}"
+  register: rollback
+
+- name: Roll back over later human changes
+  fintech.redis_storm.storm_rollback:
+    incident_id: "{{ incident_id }}"
+    force: true
+"""
+
+RETURN = r"""
+summary:
+  description: How many open entries ended in each outcome.
+  returned: always
+  type: dict
+  sample: {"restored": 3, "drifted": 0, "missing": 0, "skipped": 1, "failed": 0, "unapplied": 0}
+entries:
+  description:
+    - One item per open entry, newest first, with its C(outcome) (restored, drifted, missing, skipped, failed,
+      unapplied), C(changed), C(msg), C(fields) ({path, live, restored}) and C(drift) ({field, set, found}).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"entry_id": "entry-0002", "module": "workload_scale", "target": "Deployment trading/api/scale",
+            "outcome": "restored", "changed": true, "msg": "entry-0002: put back spec.replicas",
+            "fields": [{"path": ["spec", "replicas"], "live": 3, "restored": 6}], "drift": []}]
+ledger:
+  description: The ledger ConfigMap.
+  returned: always
+  type: dict
+  sample: {"configmap": "redis-storm-ledger-inc-1", "namespace": "redis-storm", "entry_id": "entry-0001"}
+diff:
+  description: The restored fields, by object, before (live) and after (as recorded in the ledger).
+  returned: when diff mode is on
+  type: dict
+  sample: {"before": {"Deployment trading/api/scale": {"spec": {"replicas": 3}}},
+           "after": {"Deployment trading/api/scale": {"spec": {"replicas": 6}}}}
+msg:
+  description: Counts, and what blocked the rollback when something did.
+  returned: always
+  type: str
+  sample: "rollback of incident inc-1: 3 restored"
+"""
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
+    HAS_KUBERNETES,
+    KUBE_ARG_SPEC,
+    KUBERNETES_IMPORT_ERROR,
+    Kube,
+    kube_options,
+)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import rollback
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec=dict(
+            incident_id={"type": "str", "required": True},
+            ledger_namespace={"type": "str", "default": "redis-storm"},
+            force={"type": "bool", "default": False},
+            redis={"type": "dict", "options": REDIS_ARG_SPEC},
+            **KUBE_ARG_SPEC,
+        ),
+        supports_check_mode=True,
+    )
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    try:
+        result = rollback(Kube(kube_options(module.params)), module.params, module.check_mode)
+    except StormError as exc:
+        module.fail_json(msg=exc.message, **exc.details)
+    if not module._diff:
+        result.pop("diff")
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: fintech SRE
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: storm_verdict
+short_description: Join Redis', Prometheus' and Kubernetes' views into one storm verdict
+description:
+  - Takes the registered results of M(fintech.redis_storm.redis_clients_info),
+    M(fintech.redis_storm.prometheus_query) (run with O(fintech.redis_storm.prometheus_query#module:queries))
+    and M(fintech.redis_storm.storm_offenders_info) as they are, failed or not, and returns RV(storm_triage).
+  - Whether there is a storm and how severe, whether Redis is the bottleneck and how sure, the evidence with
+    its thresholds, the offenders ranked by connections, the rungs of the mitigation ladder the evidence
+    supports (in ladder order, each with its reason) and the sources that could not be read.
+  - A Redis that refused our connection because it is at maxclients makes the verdict critical on its own.
+  - Pure computation, no I/O (but the optional O(output_file)); the role calls it so no logic lives in Jinja.
+  - Runs on the controller as an action plugin (no module round trip); the module runs the same code where
+    the action plugin is not used.
+  - Prometheus queries are read by name; the names the verdict knows are C(redis_up), C(utilization),
+    C(connected_clients), C(maxclients), C(new_connections_per_sec), C(rejected_connections),
+    C(redis_command_latency_seconds), C(app_request_growth), C(app_error_ratio), C(app_latency_p95),
+    C(app_latency_p99), C(client_connections), C(db_connections) and C(queue_backlog).
+version_added: "0.1.0"
+author: fintech SRE (@fintech-sre)
+options:
+  redis:
+    description: The registered result of M(fintech.redis_storm.redis_clients_info) (failed or skipped is fine).
+    type: dict
+  prometheus:
+    description: The registered result of M(fintech.redis_storm.prometheus_query) with named queries.
+    type: dict
+  kubernetes:
+    description: The registered result of M(fintech.redis_storm.storm_offenders_info).
+    type: dict
+  thresholds:
+    description:
+      - Overrides of the default thresholds by name (C(utilization_warning) 0.8, C(utilization_critical) 0.95,
+        C(new_connections_per_sec) 100, C(rejected_connections) 1, C(redis_latency_ms) 5, C(app_error_ratio) 0.05,
+        C(app_latency_p95_seconds) 0.25, C(app_latency_p99_seconds) 0.5, C(app_request_growth) 1.5,
+        C(offender_share) 0.5, C(retry_log_lines) 5, C(timeout_log_lines) 5, C(error_log_lines) 5, C(restarts) 3,
+        C(maxclients_fd_share) 0.5, C(db_connections) 200, C(queue_backlog) 1000).
+      - Ratios must be between 0 and 1; an unknown name is an error.
+    type: dict
+    default: {}
+  ingresses:
+    description:
+      - The ingresses in front of client workloads, C({namespace, name, provider, workload}) (the shared
+        C(storm_ingresses)); a top offender behind one with rising traffic supports the rate limit rung.
+    type: list
+    elements: dict
+    default: []
+  redis_fd_limit:
+    description:
+      - The open-files limit of the Redis process, if known; with it a maxclients far below the limit supports
+        the redis_capacity rung.
+    type: int
+  top:
+    description: How many offenders to return (0 for all).
+    type: int
+    default: 10
+  output_file:
+    description:
+      - Also write RV(storm_triage) as JSON (mode 0600) to this path on the host that runs the module (the
+        controller, with C(ansible_connection=local)), for a program that runs the playbook.
+      - The file is the run's own report, not something the run manages, so it is written in check mode too.
+    type: path
+attributes:
+  check_mode:
+    support: full
+    description: Computes from its inputs only, the same in check mode; changes nothing anywhere.
+  diff_mode:
+    support: none
+    description: Changes nothing, so there is no diff.
+"""
+
+EXAMPLES = r"""
+- name: One verdict from the three views
+  fintech.redis_storm.storm_verdict:
+    redis: "{{ __triage_redis }}"
+    prometheus: "{{ __triage_prometheus }}"
+    kubernetes: "{{ __triage_kubernetes }}"
+    thresholds:
+      utilization_warning: 0.8
+      offender_share: 0.5
+    ingresses: "{{ storm_ingresses }}"
+  register: __triage_verdict
+"""
+
+RETURN = r"""
+storm_triage:
+  description: The verdict.
+  returned: always
+  type: dict
+  sample:
+    storm: true
+    severity: critical
+    bottleneck_confirmed: {confirmed: true, confidence: high,
+                           why: "Redis pressure (utilization) lines up with application impact (app_error_ratio)"}
+    evidence:
+      - {source: prometheus, signal: utilization, observed: 1.0, threshold: 0.8, breached: true,
+         note: "redis_connected_clients / redis_config_maxclients (400 of 400)"}
+    offenders:
+      - {namespace: trading, kind: Deployment, name: trading-api, connections: 320, connection_share: 0.8,
+         connections_from: redis, pods: 8, restarts: 0, crashloop: false, oomkilled: false, hpa_state: scaling_up,
+         hpa: {kind: HorizontalPodAutoscaler, name: trading-api, current: 8, desired: 16, min: 3, max: 48,
+               paused: false},
+         log_signatures: {retry: 40}, ingress: trading/trading-api, request_growth: 3.1, error_ratio: 0.2}
+    recommended_rungs:
+      - {rung: offender_scale_down, reason: "trading/trading-api holds 80% of the connections (threshold 50%)"}
+    degraded_sources: [{source: kubernetes, reason: "logs of trading/x: ...", partial: true}]
+    sources_answered: [redis, prometheus, kubernetes]
+    thresholds: {utilization_warning: 0.8}
+    summary: "critical connection storm, top offender trading/trading-api (80% of connections); ..."
+  contains:
+    storm:
+      description: Whether Redis is in a connection storm.
+      type: bool
+    severity:
+      description: none, warning or critical.
+      type: str
+    bottleneck_confirmed:
+      description: C(confirmed) (Redis' pressure lines up with application impact), C(confidence) low/medium/high,
+        C(why).
+      type: dict
+    evidence:
+      description: What was seen, each C({source, signal, observed, threshold, breached, note}); breached first.
+      type: list
+      elements: dict
+    offenders:
+      description: Workloads ranked by connections with share, where the count came from, HPA state, restarts,
+        log signatures, ingress and request growth.
+      type: list
+      elements: dict
+    recommended_rungs:
+      description: Rungs of the ladder the evidence supports, in ladder order, each C({rung, reason}); empty
+        without a storm.
+      type: list
+      elements: dict
+    degraded_sources:
+      description: What could not be read, each C({source, reason}); C(partial) when the source still answered.
+      type: list
+      elements: dict
+    sources_answered:
+      description: The sources the verdict is built from.
+      type: list
+      elements: str
+    thresholds:
+      description: The thresholds in effect.
+      type: dict
+    summary:
+      description: The verdict in one line.
+      type: str
+summary_lines:
+  description: The short human summary (verdict, bottleneck, top 3 offenders, breached evidence, rungs, gaps).
+  returned: always
+  type: list
+  elements: str
+  sample: ["Verdict: critical connection storm, top offender trading/trading-api (80% of connections)"]
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.verdict import VERDICT_ARG_SPEC, run_verdict
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=VERDICT_ARG_SPEC, supports_check_mode=True)
+    try:
+        result = run_verdict(module.params)
+    except StormError as exc:
+        module.fail_json(msg=exc.message, **exc.details)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per stormctl subcommand; each has register(subparsers)."""

@@ -1,0 +1,149 @@
+"""stormctl end to end: real ansible-runner runs of the playbooks against the sandbox, exit codes,
+the report and the absence of secrets in everything a run leaves behind."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import redis
+from matplotlib import image as mpimg
+
+from stormctl import report
+from stormctl.progress import RUNG_ROLES
+from tests.fixtures.sandbox import Sandbox, wait_for
+
+pytest_plugins = ["tests.fixtures.sandbox"]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+REPO = Path(__file__).resolve().parents[2]
+# Short recovery windows keep the runs quick; the logic is the same as with the defaults.
+FAST = ["-e", "storm_recovery_hold_seconds=5", "-e", "storm_recovery_timeout_seconds=90",
+        "-e", "storm_rung_cooldown_seconds=0"]
+LOCK = "redis-storm-lock-sandbox-redis"
+
+
+def stormctl(box: Sandbox, tmp_path: Path, *args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "stormctl", *args, "--json", "--reports-dir", str(tmp_path / "reports"),
+               "--artifacts-dir", str(tmp_path / "artifacts")]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=box.env(),
+                          stdin=subprocess.DEVNULL)
+
+
+def answer(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert "Traceback" not in done.stderr, done.stderr
+    try:
+        return dict(json.loads(done.stdout))
+    except ValueError:
+        pytest.fail("stormctl printed no JSON (exit %d): %s %s" % (done.returncode, done.stdout, done.stderr[-2000:]))
+
+
+def raise_storm(box: Sandbox, scenario: str = "market-open") -> None:
+    box.storm(scenario)
+
+    def saturated() -> bool:
+        try:
+            clients = box.info("clients")
+        except redis.ConnectionError as exc:
+            return "max number of clients" in str(exc)
+        return bool(clients["connected_clients"] >= 0.9 * box.maxclients)
+
+    wait_for(saturated, 90, "the %s storm to saturate Redis" % scenario)
+
+
+def every_byte(*directories: Path) -> bytes:
+    return b"".join(p.read_bytes() for d in directories for p in d.rglob("*") if p.is_file())
+
+
+def assert_no_secrets(box: Sandbox, tmp_path: Path) -> None:
+    everything = every_byte(tmp_path / "reports", tmp_path / "artifacts")
+    assert everything, "the run left no reports or artifacts to check"
+    for name, secret in (("Redis password", box.redis_password), ("kube token", box.token("operator"))):
+        assert secret.encode() not in everything, "the %s leaked into reports/ or the runner's artifacts" % name
+
+
+def rungs_that_ran(artifacts: Path) -> list[str]:
+    """Rung roles that executed a task, from the runner's job events (not from the report)."""
+    ran = []
+    for path in artifacts.rglob("job_events/*.json"):
+        event = json.loads(path.read_text())
+        role = str((event.get("event_data") or {}).get("role") or "").rsplit(".", 1)[-1]
+        if event.get("event") in ("runner_on_ok", "runner_on_failed") and role in RUNG_ROLES and role not in ran:
+            ran.append(role)
+    return ran
+
+
+def test_drill_recovers_and_writes_a_report_without_secrets(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    done = stormctl(calm_sandbox, tmp_path, "drill", "market-open", "--wait", "120", *FAST)
+    result = answer(done)
+    assert done.returncode == 0, (result["outcome"], result["failures"], done.stderr[-2000:])
+    assert result["outcome"] == "recovered" and result["exit_code"] == 0
+    assert calm_sandbox.refresh().get("scenario") is None, "the drill must end the storm it raised"
+
+    data = json.loads(Path(result["report"]["json"]).read_text())
+    jsonschema.Draft202012Validator(report.schema()).validate(data)
+    assert data["incident_id"] == result["incident_id"] and data["outcome"] == "recovered"
+    ran = rungs_that_ran(tmp_path / "artifacts" / result["incident_id"])
+    assert ran, "no rung ran"
+    assert sorted(e["rung"] for e in data["timeline"]) == sorted(ran)
+    assert any(e["changed"] and e["diff"] for e in data["timeline"])
+    assert data["metrics"]["series"]["connected_clients"], data["metrics"]["errors"]
+
+    chart = Path(result["report"]["json"]).parent / data["chart"]
+    assert chart.stat().st_size > 20_000
+    pixels = mpimg.imread(str(chart))
+    assert len({tuple(p) for p in (pixels[::4, ::4, :3] * 255).astype(int).reshape(-1, 3).tolist()}) > 20
+    page = Path(result["report"]["html"]).read_text()
+    assert "data:image/png;base64," in page and page.count('class="step"') == len(data["timeline"])
+    assert_no_secrets(calm_sandbox, tmp_path)
+
+
+def test_storm_persists_when_no_mitigation_rung_may_run(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    raise_storm(calm_sandbox)
+    # hpa_pause is a stabilisation rung: mitigate.yml climbs none of the mitigation rungs.
+    done = stormctl(calm_sandbox, tmp_path, "mitigate", "--yes", "--rungs", "hpa_pause", "--incident-id",
+                    "e2e-persists", *FAST)
+    result = answer(done)
+    assert done.returncode == 2, (result["outcome"], result["failures"])
+    assert result["outcome"] == "not_recovered" and result["timeline"] == []
+    assert result["triage"]["sandbox-redis"]["storm"] is True
+    data = json.loads(Path(result["report"]["json"]).read_text())
+    jsonschema.Draft202012Validator(report.schema()).validate(data)
+    assert data["outcome"] == "not_recovered" and data["ledger"] == []
+    assert_no_secrets(calm_sandbox, tmp_path)
+
+
+def test_lock_held_by_another_run_is_refused(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    from kubernetes import client
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lease = client.V1Lease(
+        metadata=client.V1ObjectMeta(name=LOCK, namespace="redis-storm"),
+        spec=client.V1LeaseSpec(holder_identity="alice@laptop/storm-other/1", lease_duration_seconds=900,
+                                acquire_time=now, renew_time=now),
+    )
+    api = calm_sandbox.kube()
+    try:
+        client.CoordinationV1Api(api).create_namespaced_lease("redis-storm", lease)
+        done = stormctl(calm_sandbox, tmp_path, "mitigate", "--yes", "--incident-id", "e2e-locked", *FAST)
+        result = answer(done)
+        assert done.returncode == 3, (result["outcome"], result["failures"])
+        assert result["outcome"] == "refused"
+        held = client.CoordinationV1Api(api).read_namespaced_lease(LOCK, "redis-storm")
+        assert held.spec.holder_identity == "alice@laptop/storm-other/1", "the other run's lock was taken over"
+    finally:
+        api.close()
+    assert_no_secrets(calm_sandbox, tmp_path)
+
+
+def test_bad_argument_is_a_clear_error_without_a_run(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    done = stormctl(calm_sandbox, tmp_path, "incident", "--yes", "-e", "@%s" % (tmp_path / "missing.yml"))
+    assert done.returncode == 1
+    assert "no such file" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "artifacts").exists()

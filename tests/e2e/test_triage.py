@@ -1,0 +1,327 @@
+"""playbooks/triage.yml on the sandbox, through ansible-playbook, as an on-call engineer runs it.
+
+The verdict is read from the JSON file the role writes (``triage_output_file``), never from
+the console. Each storm test starts from the baseline world (``calm_sandbox``), raises the
+storm, waits until the sandbox's own ground truth (the fleet's status) shows it, then triages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+import yaml
+
+from stormctl.sandbox.stormgen import StormGen
+from tests.fixtures.sandbox import Sandbox, wait_for
+
+pytestmark = pytest.mark.e2e
+
+# Until tests/conftest.py lists it in pytest_plugins.
+pytest_plugins = ["tests.fixtures.sandbox"]
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOK = REPO / "playbooks" / "triage.yml"
+INVENTORY = REPO / "inventories" / "sandbox"
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
+SCENARIO_DIR = REPO / "src" / "stormctl" / "sandbox" / "scenarios"
+# big-storm is the benchmark's load (bench/triage.py); the others are the incidents to triage.
+SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.yml") if p.stem not in ("world", "big-storm"))
+OPERATOR = "storm-operator"
+READ_VERBS = {"get", "list", "watch"}
+
+
+def scenario(name: str) -> Dict[str, Any]:
+    return dict(yaml.safe_load((SCENARIO_DIR / ("%s.yml" % name)).read_text()))
+
+
+class Triage:
+    """One ansible-playbook run of triage.yml and what it left behind."""
+
+    def __init__(self, verdict: Optional[Dict[str, Any]], done: subprocess.CompletedProcess[str]) -> None:
+        self.verdict = verdict
+        self.rc = done.returncode
+        self.output = done.stdout + done.stderr
+
+    @property
+    def top(self) -> Dict[str, Any]:
+        assert self.verdict is not None and self.verdict["offenders"], self.output
+        return dict(self.verdict["offenders"][0])
+
+    @property
+    def rungs(self) -> List[str]:
+        assert self.verdict is not None, self.output
+        return [r["rung"] for r in self.verdict["recommended_rungs"]]
+
+    def degraded(self, partial: bool = False) -> List[str]:
+        assert self.verdict is not None, self.output
+        return [d["source"] for d in self.verdict["degraded_sources"] if bool(d.get("partial")) == partial]
+
+
+def triage(box: Sandbox, tmp_path: Path, check: bool = False, timeout: float = 180,
+           **extra_vars: Any) -> Triage:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    output = tmp_path / ("verdict-%d.json" % time.monotonic_ns())
+    extra = dict(extra_vars, triage_output_file=str(output))
+    command = [ANSIBLE_PLAYBOOK, "-i", str(INVENTORY), str(PLAYBOOK), "-e", json.dumps(extra)]
+    if check:
+        command.append("--check")
+    done = subprocess.run(command, cwd=REPO, env=box.env(ANSIBLE_NOCOLOR="1"), capture_output=True, text=True,
+                          timeout=timeout)
+    verdict = json.loads(output.read_text()) if output.exists() else None
+    return Triage(verdict, done)
+
+
+def fleet_status(box: Sandbox) -> Dict[str, Any]:
+    with urllib.request.urlopen(box["fleet"]["url"] + "/status", timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def storm_raging(box: Sandbox, culprit: str) -> bool:
+    """The sandbox's truth: Redis is at maxclients now, and the culprit holds the most connections."""
+    status = fleet_status(box)
+    held = {"%s/%s" % (w["namespace"], w["name"]): int(w["connections"]) for w in status["workloads"]}
+    saturated = status["connections"] >= 0.9 * _maxclients(box) or redis_refuses(box)
+    return saturated and max(held, key=lambda k: held[k]) == culprit
+
+
+def _maxclients(box: Sandbox) -> int:
+    value = box.prom_value("max(redis_config_maxclients)")
+    return int(value) if value else box.maxclients
+
+
+def redis_refuses(box: Sandbox) -> bool:
+    client = None
+    try:
+        client = box.redis(socket_timeout=2, socket_connect_timeout=2, single_connection_client=True)
+        client.ping()
+        return False
+    except Exception as exc:  # a saturated Redis answers our connect with its refusal
+        return "max number of clients" in str(exc)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def pod_ip(box: Sandbox, workload: str) -> str:
+    for item in fleet_status(box)["workloads"]:
+        if "%s/%s" % (item["namespace"], item["name"]) == workload and item["pod_ips"]:
+            return str(item["pod_ips"][0])
+    pytest.fail("no pod IP for %s in the fleet's status" % workload)
+
+
+@pytest.fixture
+def stormgen_saturating(calm_sandbox: Sandbox) -> Iterator[StormGen]:
+    """Redis held at maxclients by one wallet-service pod's address (reconnecting), so triage is refused."""
+    box = calm_sandbox
+    ip = pod_ip(box, "wallet/wallet-service")
+    storm = StormGen(box.redis_port, password=box.redis_password, sources=[(ip, box.maxclients)],
+                     name="wallet-service", reconnect=True, reconnect_delay=0.05)
+    storm.start()
+    try:
+        wait_for(lambda: redis_refuses(box), 60, "Redis to refuse new connections")
+        yield storm
+    finally:
+        storm.stop()
+        box.wait_quiet()
+
+
+# ------------------------------------------------------------------ the verdicts
+
+
+def test_quiet_sandbox_has_no_storm_and_no_rungs(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    box = calm_sandbox
+    # Quiet in Prometheus' eyes too: no rejection and no 5xx in the last minute.
+    wait_for(lambda: (box.prom_value("sum(increase(redis_rejected_connections_total[1m]))") or 0) == 0
+             and (box.prom_value("sum(rate(redis_connections_received_total[1m]))") or 0) < 50
+             and (box.prom_value('sum(rate(http_requests_total{code=~"5.."}[1m])) / sum(rate(http_requests_total[1m]))')
+                  or 0) < 0.01, 150, "a minute without rejections, reconnect waves or errors")
+    run = triage(box, tmp_path)
+    assert run.rc == 0, run.output
+    assert run.verdict is not None
+    assert run.verdict["storm"] is False, run.verdict["summary"]
+    assert run.verdict["severity"] == "none"
+    assert run.rungs == []
+    assert run.verdict["sources_answered"] == ["redis", "prometheus", "kubernetes"]
+    assert run.degraded() == []
+    assert "Verdict: no connection storm" in run.output
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_every_scenario_names_its_culprit(calm_sandbox: Sandbox, tmp_path: Path, name: str) -> None:
+    box = calm_sandbox
+    spec = scenario(name)
+    culprit = "%s/%s" % (spec["culprit"]["namespace"], spec["culprit"]["name"])
+    box.storm(name)
+    wait_for(lambda: storm_raging(box, culprit), 120, "%s to saturate Redis with %s on top" % (name, culprit))
+    run = triage(box, tmp_path)
+    assert run.rc == 0, run.output
+    verdict = run.verdict
+    assert verdict is not None, run.output
+    assert verdict["storm"] is True
+    assert verdict["severity"] == "critical"
+    assert verdict["bottleneck_confirmed"]["confirmed"] is True, verdict["bottleneck_confirmed"]
+    assert "%s/%s" % (run.top["namespace"], run.top["name"]) == culprit, verdict["offenders"][:3]
+    missing = [rung for rung in spec["expected_rungs"] if rung not in run.rungs]
+    assert not missing, "%s: expected %s, recommended %s" % (name, spec["expected_rungs"],
+                                                           verdict["recommended_rungs"])
+    # Every recommendation carries its reason, in ladder order.
+    ladder = ["ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down",
+              "hpa_pause"]
+    assert run.rungs == [r for r in ladder if r in run.rungs]
+    assert all(r["reason"] for r in verdict["recommended_rungs"])
+    assert "Verdict: critical connection storm, top offender %s" % culprit in run.output
+
+
+def test_check_mode_gives_the_same_verdict_and_nothing_is_written(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    box = calm_sandbox
+    # The storm itself sets maxclients (and sets it back on calm): everything else must stay as it was.
+    config_before = _redis_config(box, ignore=("maxclients",))
+    box.storm("bad-pool-config")
+    wait_for(lambda: storm_raging(box, "wallet/wallet-service"), 120, "bad-pool-config to saturate Redis")
+    seq_before = max((e["seq"] for e in box.audit()), default=0)
+    normal = triage(box, tmp_path / "run")
+    checked = triage(box, tmp_path / "check", check=True)
+    for run in (normal, checked):
+        assert run.rc == 0, run.output
+    assert normal.verdict is not None and checked.verdict is not None
+    for key in ("storm", "severity"):
+        assert normal.verdict[key] == checked.verdict[key]
+    assert normal.verdict["bottleneck_confirmed"]["confirmed"] == checked.verdict["bottleneck_confirmed"]["confirmed"]
+    assert (normal.top["namespace"], normal.top["name"]) == (checked.top["namespace"], checked.top["name"])
+    assert normal.rungs == checked.rungs
+    assert "changed=0" in normal.output and "changed=0" in checked.output
+    writes = [e for e in box.audit() if e["seq"] > seq_before and e["user"] == OPERATOR and e["verb"] not in READ_VERBS]
+    assert writes == []
+    # It did read the cluster (the audit log records writes only).
+    assert "kubernetes" in normal.verdict["sources_answered"] and "kubernetes" in checked.verdict["sources_answered"]
+    box.calm()
+    box.wait_quiet()
+    assert _redis_config(box, ignore=("maxclients",)) == config_before
+
+
+def _redis_config(box: Sandbox, ignore: tuple[str, ...] = ()) -> Dict[str, str]:
+    def read() -> Dict[str, str]:
+        client = box.redis()
+        try:
+            return {k: v for k, v in client.config_get("*").items() if k not in ignore}
+        finally:
+            client.close()
+
+    return dict(wait_for(read, 60, "Redis to accept a connection for CONFIG GET"))
+
+
+# ------------------------------------------------------------------ a source that cannot be read
+
+
+def test_redis_refusing_us_still_gives_a_critical_verdict(stormgen_saturating: StormGen, calm_sandbox: Sandbox,
+                                                          tmp_path: Path) -> None:
+    run = triage(calm_sandbox, tmp_path)
+    assert run.rc == 0, run.output
+    verdict = run.verdict
+    assert verdict is not None
+    assert verdict["storm"] is True and verdict["severity"] == "critical"
+    assert "redis" in run.degraded()
+    reason = next(d["reason"] for d in verdict["degraded_sources"] if d["source"] == "redis")
+    assert "max number of clients reached" in reason
+    assert {"prometheus", "kubernetes"} <= set(verdict["sources_answered"])
+    signals = {(e["source"], e["signal"]) for e in verdict["evidence"] if e["breached"]}
+    assert ("redis", "connection_refused") in signals
+
+
+def test_prometheus_stopped_still_gives_a_verdict_from_redis_and_the_cluster(calm_sandbox: Sandbox,
+                                                                             tmp_path: Path) -> None:
+    box = calm_sandbox
+    ip = pod_ip(box, "wallet/wallet-service")
+    prometheus_pid = int(box["services"]["prometheus"]["pid"])
+    with StormGen(box.redis_port, password=box.redis_password, sources=[(ip, int(box.maxclients * 0.75))],
+                  name="wallet-service") as storm:
+        storm.wait_connected(int(box.maxclients * 0.75), timeout=60)
+        os.kill(prometheus_pid, signal.SIGTERM)
+        try:
+            wait_for(lambda: not _answers(box.prometheus_url), 30, "Prometheus to stop")
+            run = triage(box, tmp_path)
+        finally:
+            box.revive()
+    assert run.rc == 0, run.output
+    verdict = run.verdict
+    assert verdict is not None
+    assert run.degraded() == ["prometheus"]
+    assert "cannot reach Prometheus" in verdict["degraded_sources"][0]["reason"]
+    assert verdict["sources_answered"] == ["redis", "kubernetes"]
+    assert verdict["storm"] is True
+    assert "%s/%s" % (run.top["namespace"], run.top["name"]) == "wallet/wallet-service"
+    assert "offender_scale_down" in run.rungs
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/-/ready", timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def test_kube_api_answering_500_still_gives_a_verdict(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    box = calm_sandbox
+    ip = pod_ip(box, "wallet/wallet-service")
+    fault = {"resource": "*", "users": [OPERATOR], "kind": "error", "status": 500, "message": "etcd is down"}
+    with StormGen(box.redis_port, password=box.redis_password, sources=[(ip, int(box.maxclients * 0.75))],
+                  name="wallet-service") as storm:
+        storm.wait_connected(int(box.maxclients * 0.75), timeout=60)
+        _faults(box, "POST", fault)
+        try:
+            run = triage(box, tmp_path)
+        finally:
+            _faults(box, "DELETE")
+    assert run.rc == 0, run.output
+    verdict = run.verdict
+    assert verdict is not None
+    assert run.degraded() == ["kubernetes"]
+    assert "500" in verdict["degraded_sources"][0]["reason"]
+    assert verdict["sources_answered"] == ["redis", "prometheus"]
+    assert verdict["storm"] is True
+    # Without the cluster the offenders come from Redis' client names.
+    assert (run.top["name"], run.top["connections_from"]) == ("wallet-service", "client_name")
+
+
+def _faults(box: Sandbox, method: str, body: Optional[Dict[str, Any]] = None) -> None:
+    request = urllib.request.Request(box.kube_api + "/_sandbox/faults", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    request.add_header("Authorization", "Bearer %s" % box.token("admin"))
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+# ------------------------------------------------------------------ bad inventory values
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        ({"triage_thresholds": {"utilization_warning": 1.5}}, "triage_thresholds.utilization_warning"),
+        ({"triage_thresholds": {"utilization_warning": "high"}}, "utilization_warning"),
+        ({"triage_thresholds": {"utilisation": 0.8}}, "utilisation"),
+        ({"storm_namespaces": "payments"}, "triage_namespaces (from storm_namespaces)"),
+        ({"storm_namespaces": ["Payments_NS"]}, "triage_namespaces (from storm_namespaces)"),
+        ({"storm_prometheus_url": "prometheus:9090"}, "triage_prometheus_url (from storm_prometheus_url)"),
+        ({"storm_prometheus_url": "http://user:hunter2@prom :9090"}, "triage_prometheus_url"),
+    ],
+)
+def test_bad_inventory_values_stop_before_anything_is_read(sandbox: Sandbox, tmp_path: Path, extra: Dict[str, Any],
+                                                           names: str) -> None:
+    run = triage(sandbox, tmp_path, **extra)
+    assert run.rc != 0
+    assert run.verdict is None
+    assert names in run.output
+    assert "Read Redis' clients" not in run.output
+    assert "hunter2" not in run.output

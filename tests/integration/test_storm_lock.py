@@ -1,0 +1,148 @@
+"""storm_lock and storm_rung against the Kubernetes API emulator."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Iterator, List
+
+import pytest
+from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Lock, micro_time
+
+from tests.fixtures.kubeapi import running_kubeapi
+from tests.helpers.mitigations import incident_for, kube_args, no_writes_since
+from tests.helpers.modules import run_module, run_playbook
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with running_kubeapi(tmp_path_factory.mktemp("kubeapi")) as api:
+        api.seed([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "redis-storm"}}])
+        yield api
+
+
+@pytest.fixture
+def cluster(emulator: Any, request: pytest.FixtureRequest) -> Any:
+    emulator.incident_id = incident_for(request)
+    return emulator
+
+
+def lock(kubeapi: Any, holder: str, **extra: Any) -> Dict[str, Any]:
+    args = {"incident_id": kubeapi.incident_id, "holder": holder, "ttl_seconds": 600, **kube_args(kubeapi)}
+    args.update(extra)
+    return args
+
+
+def lease_path(kubeapi: Any) -> str:
+    return "/apis/coordination.k8s.io/v1/namespaces/redis-storm/leases/redis-storm-lock-" + kubeapi.incident_id
+
+
+def test_second_holder_is_refused_with_who_and_until_when(cluster: Any) -> None:
+    first = run_module("storm_lock", lock(cluster, "alice@bastion"))
+    assert first["changed"] and first["acquired"] and first["holder"] == "alice@bastion"
+    second = run_module("storm_lock", lock(cluster, "bob@awx"))
+    assert second.failed and second["refused"] is True and second["acquired"] is False
+    assert "held by alice@bastion until %s" % first["expires_at"] in second.msg
+    lease = cluster.request("GET", lease_path(cluster))
+    assert lease["spec"]["holderIdentity"] == "alice@bastion" and lease["spec"]["leaseDurationSeconds"] == 600
+
+
+def test_expired_lease_can_be_taken(cluster: Any) -> None:
+    cluster.seed([{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                   "metadata": {"name": "redis-storm-lock-" + cluster.incident_id, "namespace": "redis-storm"},
+                   "spec": {"holderIdentity": "crashed@node-3", "leaseDurationSeconds": 60,
+                            "acquireTime": micro_time(time.time() - 900),
+                            "renewTime": micro_time(time.time() - 840), "leaseTransitions": 0}}])
+    taken = run_module("storm_lock", lock(cluster, "bob@awx"), diff=True)
+    assert taken["acquired"] and taken["holder"] == "bob@awx", taken.msg
+    assert taken["diff"]["before"]["holder"] == "crashed@node-3" and taken["diff"]["after"]["holder"] == "bob@awx"
+    assert "took over" in taken.msg
+    assert cluster.request("GET", lease_path(cluster))["spec"]["leaseTransitions"] == 1
+
+
+@pytest.mark.parametrize("existing", ["none", "expired"])
+def test_simultaneous_acquirers_exactly_one_wins(cluster: Any, existing: str) -> None:
+    for round_ in range(5):
+        name = "%s-race%d" % (cluster.incident_id, round_)
+        if existing == "expired":  # the takeover path: an update guarded by resourceVersion
+            cluster.seed([{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                           "metadata": {"name": "redis-storm-lock-" + name, "namespace": "redis-storm"},
+                           "spec": {"holderIdentity": "crashed@node-3", "leaseDurationSeconds": 60,
+                                    "renewTime": micro_time(time.time() - 120)}}])
+        barrier = threading.Barrier(4)
+        outcomes: List[str] = []
+
+        def contend(holder: str, name: str = name, barrier: threading.Barrier = barrier,
+                    outcomes: List[str] = outcomes) -> None:
+            contender = Lock(Kube(kube_args(cluster)), "redis-storm", name, holder=holder)
+            barrier.wait()
+            try:
+                contender.acquire(600)
+                outcomes.append("won")
+            except StormError as exc:
+                outcomes.append("refused" if exc.details.get("refused") else "error: " + exc.message)
+
+        threads = [threading.Thread(target=contend, args=("runner-%d@host" % i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["refused", "refused", "refused", "won"], outcomes
+
+
+def test_release_by_non_holder_refused_unless_forced(cluster: Any) -> None:
+    run_module("storm_lock", lock(cluster, "alice@bastion"))
+    refused = run_module("storm_lock", lock(cluster, "bob@awx", state="released"))
+    assert refused.failed and "held by alice@bastion" in refused.msg and "force: true" in refused.msg
+    released = run_module("storm_lock", lock(cluster, "bob@awx", state="released", force=True))
+    assert released["changed"] and not released["acquired"]
+    again = run_module("storm_lock", lock(cluster, "bob@awx", state="released"))
+    assert again["changed"] is False
+
+
+def test_check_mode_lock_writes_nothing(cluster: Any) -> None:
+    mark = cluster.last_seq()
+    result = run_module("storm_lock", lock(cluster, "alice@bastion"), check=True)
+    assert result["changed"] and result["acquired"]
+    no_writes_since(cluster, mark)
+
+
+def rung(kubeapi: Any, **extra: Any) -> Dict[str, Any]:
+    args = {"incident_id": kubeapi.incident_id, "rung": "offender_scale_down", "max_attempts": 2,
+            "cooldown_seconds": 600, **kube_args(kubeapi)}
+    args.update(extra)
+    return args
+
+
+def test_rung_cooldown_and_attempt_cap_live_in_the_ledger(cluster: Any) -> None:
+    mark = cluster.last_seq()
+    assert run_module("storm_rung", rung(cluster))["allowed"] is True
+    assert run_module("storm_rung", rung(cluster, state="started"), check=True)["changed"] is True
+    no_writes_since(cluster, mark)
+    started = run_module("storm_rung", rung(cluster, state="started"))
+    assert started["attempts"] == 1 and started["outcome"] == "running"
+    query = run_module("storm_rung", rung(cluster))
+    assert query["allowed"] is False and "cooldown 600 s" in query["reason"]
+    refused = run_module("storm_rung", rung(cluster, state="started"))
+    assert refused.failed and refused["refused"] is True
+    assert run_module("storm_rung", rung(cluster, state="finished", outcome="not_recovered"))["outcome"] == \
+        "not_recovered"
+    again = run_module("storm_rung", rung(cluster, state="started", cooldown_seconds=0))
+    assert again["attempts"] == 2
+    capped = run_module("storm_rung", rung(cluster, cooldown_seconds=0))
+    assert capped["allowed"] is False and capped["reason"] == "2 of 2 attempts used"
+
+
+def test_lock_and_rung_through_ansible_playbook(cluster: Any) -> None:
+    run = run_playbook([
+        {"name": "lock", "fintech.redis_storm.storm_lock": lock(cluster, "alice@bastion")},
+        {"name": "rung", "fintech.redis_storm.storm_rung": rung(cluster, state="started")},
+        {"name": "unlock", "fintech.redis_storm.storm_lock": lock(cluster, "alice@bastion", state="released")},
+    ])
+    assert run.rc == 0, run.output + run.stderr
+    assert run.task("lock")["acquired"] is True and run.task("rung")["attempts"] == 1
+    assert run.task("unlock")["changed"] is True
