@@ -34,6 +34,7 @@ directive name (``["maxclients"]``) and values are the strings ``CONFIG GET`` re
 
 from __future__ import annotations
 
+import copy
 import getpass
 import json
 import os
@@ -56,6 +57,8 @@ CONFLICT_RETRIES = 5
 MERGE_PATCH = "application/merge-patch+json"
 
 FieldPath = Tuple[str, ...]
+# (present, value) of fields as a check-mode restore of newer entries would have left them
+Overlay = Dict[FieldPath, Tuple[bool, Any]]
 T = TypeVar("T")
 
 _INCIDENT_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -121,6 +124,28 @@ def set_path(obj: Dict[str, Any], path: Sequence[str], value: Any) -> Dict[str, 
         node = node.setdefault(key, {})
     node[path[-1]] = value
     return obj
+
+
+def with_overlay(obj: Dict[str, Any], overlay: Optional[Overlay]) -> Dict[str, Any]:
+    """A deep copy of ``obj`` with the overlay's fields set (present) or removed (absent)."""
+    if not overlay:
+        return obj
+    out = copy.deepcopy(obj)
+    for path, (present, value) in overlay.items():
+        if present:
+            set_path(out, path, value)
+        else:
+            parent_present, parent = get_path(out, path[:-1])
+            if parent_present and isinstance(parent, dict):
+                parent.pop(path[-1], None)
+    return out
+
+
+def overlay_of(outcome: Dict[str, Any]) -> Overlay:
+    """What a (dry-run) restore outcome put back, as an overlay for judging the older entries."""
+    if outcome.get("outcome") != "restored":
+        return {}
+    return {tuple(f["path"]): (f["restored"] is not None, f["restored"]) for f in outcome.get("fields") or []}
 
 
 def nest(values: Dict[FieldPath, Any]) -> Dict[str, Any]:
@@ -212,9 +237,16 @@ def target_label(target: Dict[str, Any]) -> str:
     return ObjectRef.from_target(target).label
 
 
+_TARGET_KEYS = ("type", "apiVersion", "resource", "namespace", "name", "subresource", "endpoint")
+
+
+def target_key(target: Dict[str, Any]) -> Tuple[Any, ...]:
+    """What identifies a target (for grouping entries by the object or server they changed)."""
+    return tuple(target.get(k) for k in _TARGET_KEYS)
+
+
 def _same_target(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
-    keys = ("type", "apiVersion", "resource", "namespace", "name", "subresource", "endpoint")
-    return all(a.get(k) == b.get(k) for k in keys)
+    return target_key(a) == target_key(b)
 
 
 def make_field(path: Sequence[str], present_before: bool, before: Any, after: Any) -> Dict[str, Any]:
@@ -389,7 +421,7 @@ class Ledger:
     # restoring
 
     def restore(self, entry: Dict[str, Any], force: bool = False, dry_run: bool = False,
-                redis: Any = None) -> Dict[str, Any]:
+                redis: Any = None, overlay: Optional[Overlay] = None) -> Dict[str, Any]:
         """Put back what ``entry`` replaced and close it; returns its outcome.
 
         Outcome: ``{entry_id, module, target, outcome, changed, msg, fields, drift}`` where
@@ -401,7 +433,10 @@ class Ledger:
         ``fields`` lists ``{path, live, restored}`` of each field put back. A live value equal
         to ``before`` is not drift: there is nothing to put back. ``force`` restores over drift.
         ``dry_run`` validates with ``dryRun=All`` and writes nothing (not even the ledger).
-        ``redis`` is a redis-py client for entries whose target is Redis.
+        ``redis`` is a redis-py client for entries whose target is Redis. ``overlay``
+        (``{path: (present, value)}``) is laid over the live values before judging: a dry run passes
+        what the newer entries of the same target would have put back (``overlay_of``), since
+        nothing was written.
         """
         for attempt in range(CONFLICT_RETRIES):
             outcome: Dict[str, Any] = {"entry_id": entry["id"], "module": entry.get("module"),
@@ -411,8 +446,8 @@ class Ledger:
                 return dict(outcome, outcome="noop", msg="%s is already %s" % (entry["id"], entry.get("state")))
             try:
                 if (entry.get("target") or {}).get("type") == "redis":
-                    return self._restore_redis(entry, outcome, force, dry_run, redis)
-                return self._restore_k8s(entry, outcome, force, dry_run)
+                    return self._restore_redis(entry, outcome, force, dry_run, redis, overlay)
+                return self._restore_k8s(entry, outcome, force, dry_run, overlay)
             except StormError as exc:
                 if exc.details.get("status") == 409 and attempt < CONFLICT_RETRIES - 1:
                     continue  # the object changed between our read and write: judge it again
@@ -449,13 +484,14 @@ class Ledger:
         return outcome
 
     def _restore_k8s(self, entry: Dict[str, Any], outcome: Dict[str, Any], force: bool,
-                     dry_run: bool) -> Dict[str, Any]:
+                     dry_run: bool, overlay: Optional[Overlay] = None) -> Dict[str, Any]:
         ref = ObjectRef.from_target(entry["target"])
         live = self.kube.find(ref.path)
         if live is None:
             outcome.update(outcome="missing", msg="%s: %s no longer exists; nothing to put back" % (
                 entry["id"], ref.label))
             return self._close(entry, outcome, "missing", dry_run)
+        live = with_overlay(live, overlay)
         to_put_back = self._judge(entry, live, outcome, force, get_path)
         if to_put_back is None:
             if outcome["outcome"] == "unapplied":
@@ -515,7 +551,7 @@ class Ledger:
             raise StormError("could not %s %s: %s" % (verb, ref.label, exc.message), status=exc.status) from exc
 
     def _restore_redis(self, entry: Dict[str, Any], outcome: Dict[str, Any], force: bool, dry_run: bool,
-                       redis: Any) -> Dict[str, Any]:
+                       redis: Any, overlay: Optional[Overlay] = None) -> Dict[str, Any]:
         endpoint = entry["target"].get("endpoint")
         if redis is None:
             outcome.update(outcome="skipped", msg="%s: Redis %s not restored: give the redis connection options "
@@ -525,6 +561,9 @@ class Ledger:
             live = {f["path"][0]: _config_get(redis, f["path"][0]) for f in entry.get("fields") or []}
         except Exception as exc:  # redis-py raises many types; the message is what matters
             raise StormError("cannot read the configuration of Redis %s: %s" % (endpoint, exc)) from exc
+        for path, (present, value) in (overlay or {}).items():
+            if path[0] in live:
+                live[path[0]] = value if present else None
 
         def read(config: Any, path: Sequence[str]) -> Tuple[bool, Any]:
             return path[0] in config, config.get(path[0])

@@ -47,6 +47,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     FieldPath,
     Ledger,
     ObjectRef,
+    Overlay,
     bookkeeping_patch,
     deep_merge,
     field_label,
@@ -54,6 +55,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     make_field,
     merge_diff,
     nest,
+    overlay_of,
     same,
     set_path,
 )
@@ -305,13 +307,17 @@ class Mitigator:
         before: Dict[FieldPath, Any] = {}
         after: Dict[FieldPath, Any] = {}
         messages = []
+        # check mode writes nothing, so older entries are judged against what the newer ones would put back
+        overlay: Overlay = {}
         for entry in self.ledger.open_entries(plan.ref.to_target()):
-            done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode)
+            done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode,
+                                       overlay=overlay if self.check_mode else None)
             if done["outcome"] in ("drifted", "failed"):
                 raise StormError(done["msg"], drift=done["drift"], entry_id=entry["id"])
             outcome.entry_ids.append(entry["id"])
             outcome.changed = outcome.changed or bool(done["changed"])
             messages.append(done["msg"])
+            overlay.update(overlay_of(done))
             for field in done["fields"]:
                 path = tuple(field["path"])
                 before.setdefault(path, field["live"])

@@ -9,7 +9,14 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, get_path, set_path
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
+    Ledger,
+    Overlay,
+    get_path,
+    overlay_of,
+    set_path,
+    target_key,
+)
 
 SUMMARY_KEYS = ("restored", "drifted", "missing", "skipped", "failed", "unapplied")
 
@@ -42,13 +49,18 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
     if any((e.get("target") or {}).get("endpoint") == endpoint for e in entries):
         connection = _redis_connection(params.get("redis"))
     outcomes: List[Dict[str, Any]] = []
+    # check mode writes nothing: per target, what the newer entries would have put back
+    overlays: Dict[Any, Overlay] = {}
     try:
         for entry in entries:
             # only the Redis the options point at: another server's entries are reported as skipped
             same_redis = (entry.get("target") or {}).get("endpoint") == endpoint
             client = connection.client if connection is not None and same_redis else None
-            outcomes.append(ledger.restore(entry, force=bool(params.get("force")), dry_run=check_mode,
-                                           redis=client))
+            overlay = overlays.setdefault(target_key(entry.get("target") or {}), {})
+            done = ledger.restore(entry, force=bool(params.get("force")), dry_run=check_mode, redis=client,
+                                  overlay=overlay if check_mode else None)
+            overlay.update(overlay_of(done))
+            outcomes.append(done)
     finally:
         if connection is not None:
             connection.close()

@@ -269,7 +269,11 @@ def build_offenders(
             "hpa": item.get("hpa"), "hpa_state": _hpa_state(item.get("hpa"), item.get("pods")),
             "log_signatures": dict(item.get("log_signatures") or {}),
         })
-    if offenders and sum(o["connections"] for o in offenders) == 0:
+    now = sum(o["connections"] for o in offenders)
+    peaks = {id(o): prom.for_workload("client_connections_peak", str(o["namespace"]), str(o["name"]))
+             for o in offenders}
+    peak_total = sum(p for p in peaks.values() if p is not None)
+    if offenders and now == 0:
         # Redis could not be read: the apps' own pool gauges say who holds the connections.
         for offender in offenders:
             held = prom.for_workload("client_connections", str(offender["namespace"]), str(offender["name"]))
@@ -278,9 +282,16 @@ def build_offenders(
                 offender["connections_from"] = "prometheus"
             else:
                 offender["connections_from"] = "unknown"
-        total = sum(o["connections"] for o in offenders)
+        _reshare(offenders)
+    elif offenders and peak_total > 2 * now:
+        # Redis was just emptied (a network blip, a CLIENT KILL): the storm's peak in the apps' own
+        # gauges says who holds the connections better than the reconnect wave does.
         for offender in offenders:
-            offender["connection_share"] = round(offender["connections"] / total, 4) if total else 0.0
+            peak = peaks[id(offender)]
+            if peak is not None and peak > offender["connections"]:
+                offender["connections"] = round(peak)
+                offender["connections_from"] = "prometheus_peak"
+        _reshare(offenders)
     if not offenders:
         offenders = _offenders_without_cluster(redis, prom)
     for offender in offenders:
@@ -292,6 +303,12 @@ def build_offenders(
     offenders.sort(key=lambda o: (-o["connections"], -sum(int(_number(v) or 0) for v in o.get(
         "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
     return offenders[:top] if top > 0 else offenders
+
+
+def _reshare(offenders: List[Dict[str, Any]]) -> None:
+    total = sum(o["connections"] for o in offenders)
+    for offender in offenders:
+        offender["connection_share"] = round(offender["connections"] / total, 4) if total else 0.0
 
 
 def _offenders_without_cluster(redis: Optional[Dict[str, Any]], prom: PromView) -> List[Dict[str, Any]]:
@@ -381,7 +398,11 @@ def triage_verdict(
 
     pressure = evidence.breached(
         "connection_refused", "utilization", "rejected_connections", "rejected_per_sec", "new_connections_per_sec",
-        "redis_up", "last_utilization")
+        "last_utilization")
+    # redis_exporter failing is the storm's strongest sign when Redis was full; with Redis simply down
+    # (our connection refused by the OS, last utilisation low) it is an outage, not a storm.
+    if pressure:
+        pressure += evidence.breached("redis_up")
     slow_redis = evidence.breached("ping_latency_p99_ms", "redis_command_latency_ms")
     impact = evidence.breached(
         "app_error_ratio", "app_latency_p99_seconds", "app_latency_p95_seconds", "timeout_log_lines",
@@ -467,6 +488,8 @@ def _prometheus_evidence(evidence: Collector, prom: PromView, limits: Dict[str, 
                      "redis_exporter cannot connect to Redis (saturated or down); the other Redis series are "
                      "the last values before that" if up < 1 else "redis_exporter reads Redis")
     utilization = prom.value("utilization")
+    if utilization is None:
+        utilization = prom.value("last_utilization")
     if utilization is not None:
         signal = "last_utilization" if up is not None and up < 1 else "utilization"
         evidence.add("prometheus", signal, utilization, limits["utilization_warning"],
@@ -616,12 +639,13 @@ def _rungs(
 
     timeouts = evidence.breached("timeout_log_lines")
     timeout_count = _number(timeouts[0]["observed"]) if timeouts else None
-    refusal_items = [i for i in evidence.items if i["signal"] == "error_log_lines"]
-    refusal_count = _number(refusal_items[0]["observed"]) if refusal_items else 0.0
+    largest_other = max([_signature_count(o.get("log_signatures") or {}, (name,)) for o in offenders
+                         for name in REFUSAL_SIGNATURES] or [0])
     slow = evidence.breached("app_latency_p99_seconds")
-    if timeout_count is not None and timeout_count >= (refusal_count or 0.0):
-        reasons["circuit_breaker"] = "timeouts dominate the errors (%d RedisTimeoutException lines against %d " \
-                                     "refusals): fail fast instead of piling up" % (timeout_count, refusal_count or 0)
+    if timeout_count is not None and (timeout_count >= largest_other or slow):
+        reasons["circuit_breaker"] = "timeouts dominate: %d RedisTimeoutException lines%s: fail fast instead of " \
+                                     "piling up" % (timeout_count, ", app p99 %ss" % _fmt(_number(slow[0]["observed"]))
+                                                    if slow else " (more than any other error)")
     elif slow and evidence.breached("redis_command_latency_ms", "ping_latency_p99_ms"):
         reasons["circuit_breaker"] = "app p99 latency %ss while Redis itself is slow: requests pile up waiting" % (
             _fmt(_number(slow[0]["observed"])))

@@ -20,9 +20,10 @@ description:
   - Runs on the controller as an action plugin (no module round trip); the module runs the same code where
     the action plugin is not used.
   - Prometheus queries are read by name; the names the verdict knows are C(redis_up), C(utilization),
-    C(connected_clients), C(maxclients), C(new_connections_per_sec), C(rejected_connections),
+    C(last_utilization), C(connected_clients), C(maxclients), C(new_connections_per_sec), C(rejected_connections),
     C(redis_command_latency_seconds), C(app_request_growth), C(app_error_ratio), C(app_latency_p95),
-    C(app_latency_p99), C(client_connections), C(db_connections) and C(queue_backlog).
+    C(app_latency_p99), C(client_connections), C(client_connections_peak), C(db_connections) and
+    C(queue_backlog).
 version_added: "0.1.0"
 author: fintech SRE (@fintech-sre)
 options:

@@ -53,9 +53,7 @@ class Progress:
         self._live.__enter__()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self._live.__exit__(kind, exc, tb)
 
     def handle(self, event: Mapping[str, Any]) -> None:
@@ -145,7 +143,7 @@ def summary(
                 str(entry.get("result")),
                 "yes" if entry.get("changed") else "no",
                 "-" if recovered is None else ("yes" if recovered else "no"),
-                str(entry.get("finished_at") or ""),
+                str(entry.get("finished_at") or "").replace("T", " ").rstrip("Z"),
             )
         parts.append(rungs)
     parts.append(Text("%.1f s, ansible-runner status %s" % (result.elapsed, result.status), style="dim"))

@@ -46,12 +46,14 @@ class RunConfig:
     ident: str = "run"
 
     def cmdline(self) -> str:
-        """ansible-playbook options other than inventory and limit (ansible-runner adds those)."""
+        """ansible-playbook options other than the inventory (ansible-runner adds that)."""
         args: list[str] = []
         if self.check:
             args.append("--check")
         if self.diff:
             args.append("--diff")
+        if self.limit:
+            args += ["--limit", self.limit]
         for path in self.extravar_files:
             args += ["-e", "@%s" % path]
         if self.vault_password_file is not None:
@@ -145,7 +147,11 @@ class _Collector:
             if isinstance(facts.get("storm_triage"), dict):
                 self.triage[str(data.get("host"))] = facts["storm_triage"]
             if res.get("changed"):
-                self.changes.append({"host": data.get("host"), "task": data.get("task"), "diff": res.get("diff")})
+                # A looped task carries each item's diff in its results.
+                diff = res.get("diff") or [
+                    item["diff"] for item in res.get("results") or [] if item.get("changed") and item.get("diff")
+                ]
+                self.changes.append({"host": data.get("host"), "task": data.get("task"), "diff": diff})
         elif kind in FAILED_EVENTS:
             res = data.get("res") or {}
             self.failures.append(
@@ -225,7 +231,6 @@ def run(config: RunConfig, on_event: EventHandler | None = None) -> RunResult:
         project_dir=str(REPO),
         playbook=str(config.playbook),
         inventory=str(config.inventory),
-        limit=config.limit,
         cmdline=config.cmdline() or None,
         envvars={"ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_NOCOLOR": "true", "PATH": search_path()},
         suppress_env_files=True,

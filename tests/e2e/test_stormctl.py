@@ -24,16 +24,32 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]
 # Short recovery windows keep the runs quick; the logic is the same as with the defaults.
-FAST = ["-e", "storm_recovery_hold_seconds=5", "-e", "storm_recovery_timeout_seconds=90",
-        "-e", "storm_rung_cooldown_seconds=0"]
+FAST = [
+    "-e",
+    "storm_recovery_hold_seconds=5",
+    "-e",
+    "storm_recovery_timeout_seconds=90",
+    "-e",
+    "storm_rung_cooldown_seconds=0",
+]
 LOCK = "redis-storm-lock-sandbox-redis"
 
 
 def stormctl(box: Sandbox, tmp_path: Path, *args: str, timeout: float = 420) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "stormctl", *args, "--json", "--reports-dir", str(tmp_path / "reports"),
-               "--artifacts-dir", str(tmp_path / "artifacts")]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=box.env(),
-                          stdin=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "stormctl",
+        *args,
+        "--json",
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--artifacts-dir",
+        str(tmp_path / "artifacts"),
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=box.env(), stdin=subprocess.DEVNULL
+    )
 
 
 def answer(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -107,8 +123,9 @@ def test_drill_recovers_and_writes_a_report_without_secrets(calm_sandbox: Sandbo
 def test_storm_persists_when_no_mitigation_rung_may_run(calm_sandbox: Sandbox, tmp_path: Path) -> None:
     raise_storm(calm_sandbox)
     # hpa_pause is a stabilisation rung: mitigate.yml climbs none of the mitigation rungs.
-    done = stormctl(calm_sandbox, tmp_path, "mitigate", "--yes", "--rungs", "hpa_pause", "--incident-id",
-                    "e2e-persists", *FAST)
+    done = stormctl(
+        calm_sandbox, tmp_path, "mitigate", "--yes", "--rungs", "hpa_pause", "--incident-id", "e2e-persists", *FAST
+    )
     result = answer(done)
     assert done.returncode == 2, (result["outcome"], result["failures"])
     assert result["outcome"] == "not_recovered" and result["timeline"] == []
@@ -125,8 +142,9 @@ def test_lock_held_by_another_run_is_refused(calm_sandbox: Sandbox, tmp_path: Pa
     now = datetime.datetime.now(datetime.timezone.utc)
     lease = client.V1Lease(
         metadata=client.V1ObjectMeta(name=LOCK, namespace="redis-storm"),
-        spec=client.V1LeaseSpec(holder_identity="alice@laptop/storm-other/1", lease_duration_seconds=900,
-                                acquire_time=now, renew_time=now),
+        spec=client.V1LeaseSpec(
+            holder_identity="alice@laptop/storm-other/1", lease_duration_seconds=900, acquire_time=now, renew_time=now
+        ),
     )
     api = calm_sandbox.kube()
     try:
@@ -147,3 +165,49 @@ def test_bad_argument_is_a_clear_error_without_a_run(calm_sandbox: Sandbox, tmp_
     assert done.returncode == 1
     assert "no such file" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_on_a_terminal_it_shows_the_dry_run_plan_and_asks_first(calm_sandbox: Sandbox, tmp_path: Path) -> None:
+    import pexpect
+
+    before = len(calm_sandbox.audit())
+    command = [
+        sys.executable,
+        "-m",
+        "stormctl",
+        "mitigate",
+        "--rungs",
+        "client_retries",
+        "-e",
+        "mitigate_force=true",
+        "--incident-id",
+        "e2e-asks",
+        "--reports-dir",
+        str(tmp_path / "reports"),
+        "--artifacts-dir",
+        str(tmp_path / "artifacts"),
+    ]
+    child = pexpect.spawn(
+        command[0],
+        command[1:],
+        cwd=str(REPO),
+        env=calm_sandbox.env(),
+        encoding="utf-8",
+        timeout=180,
+        dimensions=(50, 200),
+    )
+    try:
+        child.expect(r"Go ahead with mitigate for incident e2e-asks\?")
+        plan = child.before
+        child.sendline("n")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert "The dry run would change" in plan and "redis.retry.aggressive" in plan, plan
+    assert child.exitstatus == 1 and "nothing was changed" in (child.before or "")
+    writes = [
+        e
+        for e in calm_sandbox.audit()[before:]
+        if e["verb"] in ("create", "update", "patch", "delete") and not e.get("dry_run")
+    ]
+    assert writes == [], "the dry run wrote to the cluster: %s" % writes

@@ -45,7 +45,7 @@ def stormctl(*args: str, env: dict[str, str] | None = None, timeout: float = 120
 def started_things(state_dir: Path) -> tuple[list[int], list[int], str]:
     state = json.loads((state_dir / "state.json").read_text())
     pids = [int(s["pid"]) for s in state["services"].values()] + [int(state["supervisor_pid"])]
-    ports = [int(s["port"]) for s in state["services"].values()]
+    ports = [int(s[key]) for s in state["services"].values() for key in ("port", "tls_port") if s.get(key)]
     sandbox_id = json.loads((state_dir / "spec.json").read_text())["sandbox_id"]
     return pids, ports, sandbox_id
 
@@ -171,6 +171,25 @@ def test_status_json_has_the_endpoints_and_no_secret(sandbox: Sandbox) -> None:
     assert text.returncode == 0, text.stderr
     assert sandbox.redis_password not in text.stdout
     assert str(report["redis"]["port"]) in text.stdout and prometheus in text.stdout
+
+
+def test_kubectl_works_with_the_kubeconfig(sandbox: Sandbox) -> None:
+    # kubectl sends the bearer token only over https: the kubeconfig names the TLS listener and its CA
+    kubectl = require_binary("kubectl")
+    env = dict(os.environ, KUBECONFIG=sandbox["kube"]["kubeconfig"])
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([kubectl, *args], capture_output=True, text=True, timeout=30, env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    pods = json.loads(run("get", "pods", "-A", "-o", "json").stdout)["items"]
+    assert pods and all(p["status"]["phase"] for p in pods)
+    deployments = json.loads(run("get", "deploy", "-n", "trading", "-o", "json").stdout)["items"]
+    expected = {w["name"] for w in sandbox["workloads"] if w["namespace"] == "trading" and w["kind"] == "Deployment"}
+    assert expected and {d["metadata"]["name"] for d in deployments} == expected
+    server = run("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+    assert server == sandbox["kube"]["tls_api"] and server.startswith("https://127.0.0.1:")
 
 
 def test_prometheus_scrapes_redis_and_the_fleet_and_loads_the_rules(sandbox: Sandbox) -> None:

@@ -153,3 +153,73 @@ def test_through_ansible_playbook(cluster: Any) -> None:
     run = run_playbook([task, dict(task, name="again")])
     assert run.rc == 0, run.output + run.stderr
     assert run.task("rollback")["summary"]["restored"] == 3 and run.task("again")["changed"] is False
+
+
+# ------------------------------------------------------------- two open entries on one object, check mode
+
+INGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+           "metadata": {"namespace": "trading", "name": "trading-api"},
+           "spec": {"rules": [{"host": "trade.example.com", "http": {"paths": [{
+               "path": "/", "pathType": "Prefix",
+               "backend": {"service": {"name": "trading-api", "port": {"number": 80}}}}]}}]}}
+MIDDLEWARE = "/apis/traefik.io/v1alpha1/namespaces/trading/middlewares/redis-storm-ratelimit-trading-api"
+
+
+@pytest.fixture
+def twice_limited(kubeapi: Any, request: pytest.FixtureRequest) -> Dict[str, Any]:
+    """A Traefik rate limit applied twice in one incident: the Middleware has two open entries."""
+    kubeapi.seed([OBJECTS[0], INGRESS])
+    kubeapi.incident_id = incident_for(request)
+    args = dict(common(kubeapi), namespace="trading", name="trading-api", provider="traefik", rps=100, burst=150)
+    for rps in (100, 40):
+        result = run_module("ingress_rate_limit", dict(args, rps=rps))
+        assert not result.failed and result["changed"], result.msg
+    entries = [e for e in ledger_entries(kubeapi, kubeapi.incident_id) if e["target"].get("kind") == "Middleware"]
+    assert [e["action"] for e in entries] == ["create", "patch"]
+    return args
+
+
+def test_check_mode_restore_of_two_entries_on_one_object_is_not_drift(kubeapi: Any,
+                                                                     twice_limited: Dict[str, Any]) -> None:
+    restore = dict(twice_limited, state="restored")
+    mark = kubeapi.last_seq()
+    dry = run_module("ingress_rate_limit", restore, check=True, diff=True)
+    assert not dry.failed and dry["changed"] is True, dry.msg
+    assert "drift" not in dry.msg and "drift" not in dry
+    no_writes_since(kubeapi, mark)
+    assert kubeapi.writes(since=mark, include_dry_run=True), "the restore is validated with dry runs"
+    assert Target(kubeapi, MIDDLEWARE).value(("spec", "rateLimit", "average")) == 40
+
+    done = run_module("ingress_rate_limit", restore, diff=True)
+    assert not done.failed and done["changed"] is True, done.msg
+    assert done["diff"] == dry["diff"]
+    assert done["ledger"]["entry_ids"] == dry["ledger"]["entry_ids"]
+    assert kubeapi.raw("GET", MIDDLEWARE)[0] == 404
+    assert {e["state"] for e in ledger_entries(kubeapi, kubeapi.incident_id)} == {"restored"}
+
+
+def test_storm_rollback_check_mode_of_two_entries_on_one_object_is_not_drift(kubeapi: Any,
+                                                                            twice_limited: Dict[str, Any]) -> None:
+    kubeapi.seed([OBJECTS[1]])
+    for replicas in (4, 2):  # two entries on the Deployment's /scale too
+        scale = run_module("workload_scale", dict(common(kubeapi), namespace="trading", name="trading-api",
+                                                  replicas=replicas))
+        assert not scale.failed and scale["changed"], scale.msg
+    mark = kubeapi.last_seq()
+    dry = rollback(kubeapi, check=True)
+    assert not dry.failed and dry["changed"] is True, dry.msg
+    assert dry["summary"] == {"restored": 5, "drifted": 0, "missing": 0, "skipped": 0, "failed": 0, "unapplied": 0}
+    assert all(e["drift"] == [] for e in dry["entries"])
+    no_writes_since(kubeapi, mark)
+
+    done = rollback(kubeapi)
+    assert done["summary"] == dry["summary"], done.msg
+    assert [(e["entry_id"], e["outcome"], e["fields"]) for e in done["entries"]] == [
+        (e["entry_id"], e["outcome"], e["fields"]) for e in dry["entries"]]
+    assert done["diff"] == dry["diff"]
+    assert dry["diff"]["before"]["Middleware trading/redis-storm-ratelimit-trading-api"] == {
+        "spec": {"rateLimit": {"average": 40, "period": "1s", "burst": 150}}}
+    assert dry["diff"]["before"]["Deployment trading/trading-api/scale"] == {"spec": {"replicas": 2}}
+    assert dry["diff"]["after"]["Deployment trading/trading-api/scale"] == {"spec": {"replicas": 6}}
+    assert kubeapi.raw("GET", MIDDLEWARE)[0] == 404
+    assert Target(kubeapi, DEPLOYMENT).value(("spec", "replicas")) == 6

@@ -21,13 +21,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def stormctl(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stormctl", *args], capture_output=True, text=True, timeout=60,
-                          cwd=REPO, stdin=subprocess.DEVNULL, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "stormctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
+    )
 
 
 def result(status: str = "successful", rc: int = 0, **extra: Any) -> RunResult:
-    values: dict[str, Any] = {"elapsed": 1.0, "artifact_dir": Path("/nowhere"), "stats": {"h": HostStats(ok=3)},
-                              "artifact_data": {}, "triage": {}, "failures": []}
+    values: dict[str, Any] = {
+        "elapsed": 1.0,
+        "artifact_dir": Path("/nowhere"),
+        "stats": {"h": HostStats(ok=3)},
+        "artifact_data": {},
+        "triage": {},
+        "failures": [],
+    }
     values.update(extra)
     return RunResult(status=status, rc=rc, **values)
 
@@ -76,15 +89,21 @@ def test_extra_vars_forms(tmp_path: Path) -> None:
     vault = tmp_path / "vault.yml"
     vault.write_text("x: 1\n")
     values, files = common.parse_extra_vars(
-        ["a=1", "b=two words=x", "c='quoted value' d=4", '{"e": [1, 2]}', "@%s" % vault])
+        ["a=1", "b=two words=x", "c='quoted value' d=4", '{"e": [1, 2]}', "@%s" % vault]
+    )
     assert values == {"a": "1", "b": "two", "words": "x", "c": "quoted value", "d": "4", "e": [1, 2]}
     assert files == (vault.resolve(),)
 
 
 @pytest.mark.parametrize(
     ("item", "message"),
-    [("novalue", "expected KEY=VALUE"), ("1bad=x", "expected KEY=VALUE"), ("@/no/such/file", "no such file"),
-     ("{broken", "not valid JSON"), ("a='unclosed", "No closing quotation")],
+    [
+        ("novalue", "expected KEY=VALUE"),
+        ("1bad=x", "expected KEY=VALUE"),
+        ("@/no/such/file", "no such file"),
+        ("{broken", "not valid JSON"),
+        ("a='unclosed", "No closing quotation"),
+    ],
 )
 def test_bad_extra_vars(item: str, message: str) -> None:
     with pytest.raises(StormctlError, match=message):
@@ -103,17 +122,35 @@ def parsed(*argv: str) -> argparse.Namespace:
 
 
 def test_run_config_from_arguments(tmp_path: Path) -> None:
-    args = parsed("mitigate", "--check", "--diff", "--limit", "payments-redis", "--rungs", "client_retries",
-                  "-e", "mitigate_force=true", "--reports-dir", str(tmp_path / "r"), "--artifacts-dir",
-                  str(tmp_path / "a"), "--incident-id", "storm-1")
+    args = parsed(
+        "mitigate",
+        "--check",
+        "--diff",
+        "--limit",
+        "payments-redis",
+        "--rungs",
+        "client_retries",
+        "-e",
+        "mitigate_force=true",
+        "--reports-dir",
+        str(tmp_path / "r"),
+        "--artifacts-dir",
+        str(tmp_path / "a"),
+        "--incident-id",
+        "storm-1",
+    )
     config = common.build_config(mitigate.COMMAND, args, "storm-1")
     assert config.playbook == REPO / "playbooks" / "mitigate.yml"
     assert config.inventory == REPO / "inventories" / "sandbox"
     assert config.check and config.diff and config.limit == "payments-redis"
-    assert config.extravars == {"mitigate_rungs": ["client_retries"], "mitigate_force": "true",
-                                "incident_id": "storm-1", "storm_reports_dir": str(tmp_path / "r")}
+    assert config.extravars == {
+        "mitigate_rungs": ["client_retries"],
+        "mitigate_force": "true",
+        "incident_id": "storm-1",
+        "storm_reports_dir": str(tmp_path / "r"),
+    }
     assert config.private_dir == tmp_path / "a" / "storm-1"
-    assert config.cmdline() == "--check --diff"
+    assert config.cmdline() == "--check --diff --limit payments-redis"
 
 
 def test_incident_id_is_generated_in_the_documented_form() -> None:
@@ -175,3 +212,49 @@ def test_secret_in_extra_vars_is_refused(tmp_path: Path) -> None:
     done = stormctl("triage", "-e", "storm_redis_password=hunter2", "--artifacts-dir", str(tmp_path))
     assert done.returncode == 1 and "storm_redis_password" in done.stderr and "vault" in done.stderr
     assert b"hunter2" not in b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_progress_follows_runner_events_and_summarises() -> None:
+    import io
+
+    from rich.console import Console
+
+    from stormctl.progress import Progress, summary
+
+    out = io.StringIO()
+    console = Console(file=out, width=160, force_terminal=False)
+    events = [
+        {"event": "playbook_on_task_start", "event_data": {"task": "Take the incident lock", "role": "incident_lock"}},
+        {"event": "runner_on_ok", "event_data": {"host": "payments-redis", "res": {"changed": False}}},
+        {
+            "event": "playbook_on_task_start",
+            "event_data": {"task": "Turn aggressive retries off", "role": "fintech.redis_storm.client_retries"},
+        },
+        {"event": "runner_on_ok", "event_data": {"host": "payments-redis", "res": {"changed": True}}},
+        {"event": "runner_on_failed", "event_data": {"host": "payments-redis", "ignore_errors": True, "res": {}}},
+        {"event": "runner_on_failed", "event_data": {"host": "payments-redis", "res": {}}},
+        {"event": "runner_on_skipped", "event_data": {"host": "payments-redis"}},
+    ]
+    with Progress("incident storm-1", console=console) as progress:
+        for event in events:
+            progress.handle(event)
+        assert progress.counts == {"ok": 2, "changed": 1, "failed": 1, "skipped": 1}
+        assert progress.rung == "client_retries" and progress.host == "payments-redis"
+        assert progress.step == "fintech.redis_storm.client_retries : Turn aggressive retries off"
+        console.print(progress)
+    view = out.getvalue()
+    assert "Turn aggressive retries off" in view and "changed 1" in view and "rung" in view
+    timeline = {
+        "payments-redis": [
+            {
+                "rung": "client_retries",
+                "result": "applied",
+                "changed": True,
+                "recovered": True,
+                "finished_at": "2026-11-26T05:24:10Z",
+            }
+        ]
+    }
+    console.print(summary(result(), {"payments-redis": "recovered"}, timeline, "incident storm-1: recovered"))
+    table = out.getvalue()
+    assert "client_retries" in table and "applied" in table and "recovered" in table

@@ -34,8 +34,14 @@ def every_byte(directory: Path) -> bytes:
 def test_run_reports_status_stats_stats_data_and_keeps_secrets_out(inventory: tuple[Path, str], tmp_path: Path) -> None:
     path, password = inventory
     events: list[str] = []
-    config = RunConfig(playbook=PLAYBOOK, inventory=path, private_dir=tmp_path / "private",
-                       extravars={"tiny_marker": "m-1"}, diff=True, ident="t1")
+    config = RunConfig(
+        playbook=PLAYBOOK,
+        inventory=path,
+        private_dir=tmp_path / "private",
+        extravars={"tiny_marker": "m-1"},
+        diff=True,
+        ident="t1",
+    )
     result = run(config, lambda event: events.append(str(event.get("event"))))
     assert result.successful and result.status == "successful"
     assert result.stats["tiny-host"].changed == 1 and result.stats["tiny-host"].failed == 0
@@ -55,14 +61,21 @@ def test_run_reports_status_stats_stats_data_and_keeps_secrets_out(inventory: tu
 
 def test_check_mode_changes_nothing_and_a_failure_is_reported(inventory: tuple[Path, str], tmp_path: Path) -> None:
     path, _ = inventory
-    config = RunConfig(playbook=PLAYBOOK, inventory=path, private_dir=tmp_path / "p", check=True,
-                       extravars={"tiny_marker": "m-2", "tiny_fail": "true"}, ident="t2")
+    config = RunConfig(
+        playbook=PLAYBOOK,
+        inventory=path,
+        private_dir=tmp_path / "p",
+        check=True,
+        extravars={"tiny_marker": "m-2", "tiny_fail": "true"},
+        ident="t2",
+    )
     assert "--check" in config.cmdline()
     result = run(config)
     assert not (tmp_path / "marker.txt").exists()
     assert not result.successful and result.stats["tiny-host"].failed == 1
-    assert result.failures == [{"host": "tiny-host", "task": "Fail when asked to", "msg": "asked to fail",
-                                "refused": False, "ignored": False}]
+    assert result.failures == [
+        {"host": "tiny-host", "task": "Fail when asked to", "msg": "asked to fail", "refused": False, "ignored": False}
+    ]
 
 
 def test_secret_environment_values_are_scrubbed_from_the_command_artifact(
@@ -71,20 +84,30 @@ def test_secret_environment_values_are_scrubbed_from_the_command_artifact(
     path, _ = inventory
     token = "kube-" + secrets.token_hex(12)
     monkeypatch.setenv("K8S_AUTH_API_KEY", token)
-    config = RunConfig(playbook=PLAYBOOK, inventory=path, private_dir=tmp_path / "p",
-                       extravars={"tiny_marker": "m-3"}, limit="tiny-host", ident="t3")
+    config = RunConfig(
+        playbook=PLAYBOOK,
+        inventory=path,
+        private_dir=tmp_path / "p",
+        extravars={"tiny_marker": "m-3"},
+        limit="tiny-host",
+        ident="t3",
+    )
     assert run(config).successful
     assert token.encode() not in every_byte(config.private_dir)
-    assert b"K8S_AUTH_API_KEY" in (config.private_dir / "artifacts" / "t3" / "command").read_bytes()
+    command = (config.private_dir / "artifacts" / "t3" / "command").read_bytes()
+    assert b"K8S_AUTH_API_KEY" in command and b'"--limit", "tiny-host"' in command
 
 
 def test_secret_extra_vars_are_refused_before_any_run(inventory: tuple[Path, str], tmp_path: Path) -> None:
     path, _ = inventory
     assert secret_names({"storm_redis_password": "x", "a": {"api_key": "y"}, "incident_id": "i"}) == [
-        "storm_redis_password", "a.api_key"]
-    config = RunConfig(playbook=PLAYBOOK, inventory=path, private_dir=tmp_path / "p",
-                       extravars={"storm_redis_password": "x"})
-    with pytest.raises(StormctlError, match="storm_redis_password.*inventory or a vault file"):
+        "storm_redis_password",
+        "a.api_key",
+    ]
+    config = RunConfig(
+        playbook=PLAYBOOK, inventory=path, private_dir=tmp_path / "p", extravars={"storm_redis_password": "x"}
+    )
+    with pytest.raises(StormctlError, match=r"storm_redis_password.*inventory or a vault file"):
         run(config)
     assert not (tmp_path / "p").exists()
 
@@ -95,5 +118,11 @@ def test_missing_playbook_inventory_or_vars_file_are_clear_errors(tmp_path: Path
     with pytest.raises(StormctlError, match="no inventory"):
         run(RunConfig(playbook=PLAYBOOK, inventory=tmp_path / "nope", private_dir=tmp_path / "p"))
     with pytest.raises(StormctlError, match="no extra vars file"):
-        run(RunConfig(playbook=PLAYBOOK, inventory=tmp_path, private_dir=tmp_path / "p",
-                      extravar_files=(tmp_path / "vars.yml",)))
+        run(
+            RunConfig(
+                playbook=PLAYBOOK,
+                inventory=tmp_path,
+                private_dir=tmp_path / "p",
+                extravar_files=(tmp_path / "vars.yml",),
+            )
+        )

@@ -20,6 +20,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     make_field,
     merge_diff,
     nest,
+    overlay_of,
     redis_target,
 )
 
@@ -267,3 +268,46 @@ def test_bookkeeping_of_another_incident_is_left_alone_on_restore() -> None:
     assert bookkeeping_patch(obj, "inc-1", remove="entry-0001") == {}
     taken = bookkeeping_patch(obj, "inc-1", add="entry-0004")
     assert taken["metadata"]["annotations"] == {INCIDENT_KEY: "inc-1", ENTRIES_KEY: "entry-0004"}
+
+
+def test_dry_run_judges_older_entries_against_what_the_newer_would_put_back() -> None:
+    kube = seeded()
+    ledger = Ledger(kube, "inc-1")
+    apply(kube, ledger, "10")
+    apply(kube, ledger, "5")
+    newer, older = ledger.open_entries(INGRESS.to_target())
+    writes = list(kube.writes)
+    first = ledger.restore(newer, dry_run=True)
+    assert first["outcome"] == "restored" and first["fields"][0]["restored"] == "10"
+    assert ledger.restore(older, dry_run=True)["outcome"] == "drifted"  # the live value is still "5"
+    second = ledger.restore(older, dry_run=True, overlay=overlay_of(first))
+    assert second["outcome"] == "restored" and second["changed"] and second["drift"] == []
+    assert second["fields"] == [{"path": list(ANNOTATION), "live": "10", "restored": None}]
+    assert kube.writes == writes and len(ledger.open_entries()) == 2
+    assert annotations(kube)[ANNOTATION[2]] == "5"
+
+
+def test_overlay_removes_a_field_the_newer_entry_would_remove() -> None:
+    kube = seeded()
+    ledger = Ledger(kube, "inc-1")
+    entry = apply(kube, ledger, "10")
+    # a newer restore that would remove the annotation leaves nothing to put back: not drift, no change
+    outcome = ledger.restore(entry, dry_run=True, overlay={ANNOTATION: (False, None)})
+    assert outcome["outcome"] == "restored" and not outcome["changed"]
+    assert annotations(kube)[ANNOTATION[2]] == "10"
+
+
+def test_redis_dry_run_uses_the_overlay_too() -> None:
+    kube = FakeKube()
+    ledger = Ledger(kube, "inc-1")
+    target = redis_target("10.0.0.5:6379")
+    for before, after in (("0", "30"), ("30", "10")):
+        entry = ledger.record("redis_runtime_config", target, [make_field(("timeout",), True, before, after)])
+        ledger.set_state(entry["id"], "applied")
+    server = FakeRedis({"timeout": "10"})
+    newer, older = ledger.open_entries(target)
+    first = ledger.restore(newer, dry_run=True, redis=server)
+    second = ledger.restore(older, dry_run=True, redis=server, overlay=overlay_of(first))
+    assert second["outcome"] == "restored" and second["fields"] == [{"path": ["timeout"], "live": "30",
+                                                                     "restored": "0"}]
+    assert server.config["timeout"] == "10"

@@ -24,16 +24,29 @@ def snapshot(at: str, clients: float, rejected: float, p99: float) -> dict[str, 
     return {"at": at, "connected_clients": clients, "rejected_per_sec": rejected, "p99_ms": p99}
 
 
-def rung(name: str, start: str, end: str, result: str = "applied", recovered: bool = False,
-         step: str = "mitigate") -> dict[str, Any]:
+def rung(
+    name: str, start: str, end: str, result: str = "applied", recovered: bool = False, step: str = "mitigate"
+) -> dict[str, Any]:
     return {
-        "step": step, "rung": name, "started_at": start, "finished_at": end, "changed": result == "applied",
-        "diff": [{"target": {"namespace": "trading", "name": "trading-api"},
-                  "before": {"data": {"redis.retry.aggressive": "true"}},
-                  "after": {"data": {"redis.retry.aggressive": "false"}}}] if result == "applied" else [],
+        "step": step,
+        "rung": name,
+        "started_at": start,
+        "finished_at": end,
+        "changed": result == "applied",
+        "diff": [
+            {
+                "target": {"namespace": "trading", "name": "trading-api"},
+                "before": {"data": {"redis.retry.aggressive": "true"}},
+                "after": {"data": {"redis.retry.aggressive": "false"}},
+            }
+        ]
+        if result == "applied"
+        else [],
         "metrics_before": snapshot(start, 1000, 40.5, 2100.0),
         "metrics_after": snapshot(end, 420 if recovered else 990, 0.0 if recovered else 35.0, 180.0),
-        "result": result, "msg": "%s done" % name, "recovered": recovered,
+        "result": result,
+        "msg": "%s done" % name,
+        "recovered": recovered,
         "ledger": [{"configmap": "redis-storm-ledger-storm-1", "namespace": "redis-storm", "entry_id": name}],
     }
 
@@ -44,18 +57,41 @@ def facts(host: str = "payments-redis", outcome: str = "recovered", **extra: Any
         rung("client_retries", "2026-11-26T05:23:05Z", "2026-11-26T05:24:10Z", recovered=outcome == "recovered"),
     ]
     item = {
-        "incident_id": "storm-20261126-052100", "host": host,
-        "started_at": "2026-11-26T05:21:00Z", "finished_at": "2026-11-26T05:25:00Z", "check_mode": False,
+        "incident_id": "storm-20261126-052100",
+        "host": host,
+        "started_at": "2026-11-26T05:21:00Z",
+        "finished_at": "2026-11-26T05:25:00Z",
+        "check_mode": False,
         "outcome": outcome,
         "triage": {
-            "storm": True, "severity": "critical", "bottleneck_confirmed": True,
+            "storm": True,
+            "severity": "critical",
+            "bottleneck_confirmed": True,
             "summary": "connection storm: Redis at maxclients",
-            "evidence": [{"source": "redis", "signal": "utilization", "observed": 1.0, "threshold": 0.95,
-                          "breached": True, "note": "at maxclients"}],
-            "offenders": [{"namespace": "trading", "kind": "Deployment", "name": "trading-api", "connections": 700,
-                           "connection_share": 0.7, "restarts": 0, "hpa_state": "scaling up"}],
+            "evidence": [
+                {
+                    "source": "redis",
+                    "signal": "utilization",
+                    "observed": 1.0,
+                    "threshold": 0.95,
+                    "breached": True,
+                    "note": "at maxclients",
+                }
+            ],
+            "offenders": [
+                {
+                    "namespace": "trading",
+                    "kind": "Deployment",
+                    "name": "trading-api",
+                    "connections": 700,
+                    "connection_share": 0.7,
+                    "restarts": 0,
+                    "hpa_state": "scaling up",
+                }
+            ],
             "recommended_rungs": [{"rung": "ingress_rate_limit"}, {"rung": "client_retries"}],
-            "degraded_sources": [], "sources_answered": ["redis", "prometheus", "kubernetes"],
+            "degraded_sources": [],
+            "sources_answered": ["redis", "prometheus", "kubernetes"],
         },
         "timeline": timeline,
         "ledger": [entry for r in timeline for entry in r["ledger"]],

@@ -15,7 +15,8 @@ from stormctl.sandbox.scenario import (
     scenario_names,
 )
 
-RUNGS = {"ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down", "hpa_pause"}
+RUNGS = {"ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down",
+         "hpa_pause"}
 
 
 def test_the_packaged_scenarios_load_and_name_a_culprit_of_the_world() -> None:
@@ -86,12 +87,12 @@ def test_a_bad_scenario_is_refused_naming_file_and_field(tmp_path: Path, change,
 
 def test_the_name_must_match_the_file(tmp_path: Path) -> None:
     path = _write(tmp_path, "other", _market_open())
-    with pytest.raises(ScenarioError, match="field name: 'market-open' does not match the file name 'other'"):
+    with pytest.raises(ScenarioError, match=r"field name: 'market-open' does not match the file name 'other'"):
         load_scenario(path)
 
 
 def test_unknown_scenario_lists_the_known_ones() -> None:
-    with pytest.raises(ScenarioError, match="unknown scenario 'hurricane': choose one of .*market-open"):
+    with pytest.raises(ScenarioError, match=r"unknown scenario 'hurricane': choose one of .*market-open"):
         load_scenario("hurricane")
     with pytest.raises(ScenarioError, match="unknown scenario 'world'"):
         load_scenario("world")
@@ -102,7 +103,7 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
         load_scenario(tmp_path / "missing.yml")
     broken = tmp_path / "broken.yml"
     broken.write_text("name: [unclosed\n")
-    with pytest.raises(ScenarioError, match="broken.yml: not valid YAML"):
+    with pytest.raises(ScenarioError, match=r"broken\.yml: not valid YAML"):
         load_scenario(broken)
 
 

@@ -240,6 +240,15 @@ def test_no_source_answering_leaves_no_verdict_to_give() -> None:
     assert result["bottleneck_confirmed"]["confidence"] == "low"
 
 
+def test_redis_down_is_not_a_storm() -> None:
+    down = {"reachable": False, "saturated": False, "error": "Error 111 connecting: Connection refused",
+            "top_sources": []}
+    result = v.triage_verdict(down, prom(redis_up=one(0), utilization=one(0.1)), QUIET_KUBE)
+    assert result["storm"] is False
+    assert ("prometheus", "redis_up") in signals(result)
+    assert "Connection refused" in result["degraded_sources"][0]["reason"]
+
+
 def test_skipped_prometheus_is_reported_as_not_configured() -> None:
     result = v.triage_verdict(redis_ok(), {"skipped": True, "changed": False}, QUIET_KUBE)
     assert result["degraded_sources"] == [{"source": "prometheus", "reason": "not configured (skipped)"}]
@@ -346,6 +355,22 @@ def test_a_scaled_object_without_status_is_judged_by_its_pods(pods: int, state: 
     result = v.triage_verdict(redis_ok(connected=1000, maxclients=1000), None, cluster)
     assert result["offenders"][0]["hpa_state"] == state
     assert ("hpa_pause" in rungs(result)) is (state != "steady")
+
+
+def test_after_a_blip_emptied_redis_the_peak_names_the_offender() -> None:
+    # CLIENT LIST right after every client was dropped: the reconnect wave, not the storm.
+    cluster = kube(workload("trading", "trading-api", 60, 0.6), workload("payments", "payments-api", 40, 0.4))
+    peaks = prom(utilization=one(0.98), rejected_connections=one(300),
+                 client_connections_peak=vector((svc("payments", "payments-api"), 600),
+                                                (svc("trading", "trading-api"), 150)))
+    result = v.triage_verdict(redis_ok(connected=100, maxclients=1000), peaks, cluster)
+    top = result["offenders"][0]
+    assert (top["name"], top["connections"], top["connections_from"]) == ("payments-api", 600, "prometheus_peak")
+    assert top["connection_share"] == 0.8
+    # Without a trough (Redis' count is close to the peaks) Redis' own view ranks.
+    steady = prom(client_connections_peak=vector((svc("payments", "payments-api"), 45),
+                                                 (svc("trading", "trading-api"), 62)))
+    assert v.triage_verdict(redis_ok(), steady, cluster)["offenders"][0]["connections_from"] == "redis"
 
 
 def test_client_retries_counts_the_retry_lines_of_every_offender() -> None:

@@ -12,19 +12,30 @@ import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from rich.console import Console
 from rich.markup import escape
 from rich.prompt import Confirm
 
-from stormctl import report, runner
+from stormctl import runner
 from stormctl.errors import StormctlError
 from stormctl.progress import Progress, summary
 from stormctl.report.facts import worst_outcome
-from stormctl.runner import DEFAULT_INVENTORY, PLAYBOOKS, REPO, RunConfig, RunResult
+from stormctl.runner import DEFAULT_INVENTORY, PLAYBOOKS, RunConfig, RunResult
+from stormctl.sandbox.state import REPO
 
-RUNGS = ("ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down", "hpa_pause")
+if TYPE_CHECKING:
+    from stormctl.report import ReportFiles
+
+RUNGS = (
+    "ingress_rate_limit",
+    "client_retries",
+    "circuit_breaker",
+    "redis_capacity",
+    "offender_scale_down",
+    "hpa_pause",
+)
 EXIT_FOR_OUTCOME = {"recovered": 0, "no_storm": 0, "not_recovered": 2, "refused": 3, "failed": 1}
 # Same rule as the ledger's object names: the id becomes part of ConfigMap and Lease names.
 INCIDENT_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,38}[a-z0-9])?$")
@@ -70,14 +81,14 @@ def add_run_options(parser: argparse.ArgumentParser, command: Command) -> None:
         help="extra variable (repeatable); secrets belong in the inventory or a vault file given as @FILE",
     )
     parser.add_argument("--vault-password-file", help="file with the vault password for @FILE extra vars")
-    parser.add_argument(
-        "--incident-id", help="incident the run belongs to (default: storm-YYYYmmdd-HHMMSS, UTC)"
-    )
+    parser.add_argument("--incident-id", help="incident the run belongs to (default: storm-YYYYmmdd-HHMMSS, UTC)")
     if command.mutating and command.name != "rollback":
         parser.add_argument("--rungs", help="comma-separated rungs to use, in ladder order: %s" % ", ".join(RUNGS))
     if command.mutating:
         parser.add_argument("--yes", action="store_true", help="do not ask before changing anything")
-    parser.add_argument("--json", action="store_true", help="print the machine-readable result instead of the live view")
+    parser.add_argument(
+        "--json", action="store_true", help="print the machine-readable result instead of the live view"
+    )
     parser.add_argument("--reports-dir", help="where reports go (default: $STORM_REPORTS_DIR or <repo>/reports)")
     parser.add_argument("--artifacts-dir", help="ansible-runner's private dir (default: <repo>/artifacts)")
 
@@ -203,7 +214,7 @@ def _run(config: RunConfig, title: str, quiet: bool) -> RunResult:
 
 def _show_plan(console: Console, result: RunResult) -> int:
     """Print each change the dry run would make; return how many there are."""
-    from stormctl.report.render import diff_text
+    from stormctl.report.render import diff_text  # no matplotlib behind it
 
     changes = [c for c in result.changes if c.get("diff")]
     console.print("[bold]The dry run would change:[/bold]" if result.changes else "The dry run would change nothing.")
@@ -211,7 +222,7 @@ def _show_plan(console: Console, result: RunResult) -> int:
         console.print("  [yellow]~[/yellow] %s" % escape("%s: %s" % (change["host"], change["task"])))
     for change in changes:
         diffs = change["diff"] if isinstance(change["diff"], list) else [change["diff"]]
-        for item in diffs:
+        for item in [d for entry in diffs for d in (entry if isinstance(entry, list) else [entry])]:
             if isinstance(item, Mapping) and ("before" in item or "after" in item):
                 console.print(diff_text(item), markup=False, highlight=False)
     return len(result.changes)
@@ -238,8 +249,9 @@ def confirm(command: Command, config: RunConfig, console: Console) -> Outcome | 
     if _show_plan(console, result) == 0 and code == 0:
         console.print("Nothing to do.")
         return Outcome(0, incident_id, outcome_of(result, facts, code), result, None)
-    if not Confirm.ask("Go ahead with %s for incident %s?" % (command.name, incident_id), console=console,
-                       default=False):
+    if not Confirm.ask(
+        "Go ahead with %s for incident %s?" % (command.name, incident_id), console=console, default=False
+    ):
         raise StormctlError("stopped at the prompt; nothing was changed")
     return None
 
@@ -250,7 +262,7 @@ class Outcome:
     incident_id: str
     outcome: str
     result: RunResult
-    report: report.ReportFiles | None
+    report: ReportFiles | None
 
 
 def execute(command: Command, args: argparse.Namespace) -> Outcome:
@@ -268,6 +280,8 @@ def execute(command: Command, args: argparse.Namespace) -> Outcome:
     files = None
     incident_dir = reports_root(args.reports_dir) / incident_id
     if command.reports and facts and any(incident_dir.glob("facts-*.json")):
+        from stormctl import report  # matplotlib is slow to import: only when there is a report to draw
+
         files = report.write(incident_dir)
     return Outcome(code, incident_id, outcome_of(result, facts, code), result, files)
 
@@ -303,7 +317,11 @@ def as_json(command: Command, outcome: Outcome) -> dict[str, Any]:
         "failures": result.failures,
         "report": None
         if outcome.report is None
-        else {"json": str(outcome.report.json), "markdown": str(outcome.report.markdown), "html": str(outcome.report.html)},
+        else {
+            "json": str(outcome.report.json),
+            "markdown": str(outcome.report.markdown),
+            "html": str(outcome.report.html),
+        },
         "artifacts": str(result.artifact_dir),
     }
 
@@ -315,7 +333,8 @@ def print_outcome(command: Command, args: argparse.Namespace, outcome: Outcome) 
     facts = incidents(outcome.result)
     outcomes = {host: "storm" if t.get("storm") else "no_storm" for host, t in outcome.result.triage.items()}
     outcomes.update({host: str(f.get("outcome")) for host, f in facts.items()})
-    console = Console()
+    # Off a terminal rich assumes 80 columns; a log or CI view reads better wider.
+    console = Console() if sys.stdout.isatty() else Console(width=140)
     console.print(
         summary(
             outcome.result,
@@ -325,11 +344,14 @@ def print_outcome(command: Command, args: argparse.Namespace, outcome: Outcome) 
         )
     )
     for host, verdict in sorted(outcome.result.triage.items()):
-        console.print("%s: %s" % (host, verdict.get("summary") or ("storm" if verdict.get("storm") else "no storm")),
-                      markup=False)
+        console.print(
+            "%s: %s" % (host, verdict.get("summary") or ("storm" if verdict.get("storm") else "no storm")), markup=False
+        )
     for failure in outcome.result.failures:
         if not failure["ignored"]:
-            console.print("[red]failed[/red] %s" % escape("%s: %s: %s" % (failure["host"], failure["task"], failure["msg"])))
+            console.print(
+                "[red]failed[/red] %s" % escape("%s: %s: %s" % (failure["host"], failure["task"], failure["msg"]))
+            )
     if outcome.report is not None:
         console.print("report: %s" % outcome.report.html, markup=False, highlight=False)
 

@@ -16,6 +16,8 @@ from stormctl.sandbox import services
 from stormctl.sandbox.state import resolve_dir
 
 TRIAGE = common.Command(name="triage", playbook="triage.yml", mutating=False, reports=False)
+# Triage runs in a row that must see the storm: a storm's first burst can pass before the incident starts.
+CONFIRMATIONS = 2
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,14 +29,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "when Redis recovered; prints the path of report.html.",
     )
     parser.add_argument("scenario", metavar="SCENARIO", help="e.g. market-open, bad-pool-config, retry-storm")
-    parser.add_argument("--sandbox-dir", help="the sandbox's state directory (default $STORM_SANDBOX_DIR or .sandbox/run)")
+    parser.add_argument(
+        "--sandbox-dir", help="the sandbox's state directory (default $STORM_SANDBOX_DIR or .sandbox/run)"
+    )
     parser.add_argument(
         "--wait", type=float, default=180.0, help="seconds to wait for triage to see the storm (default 180)"
     )
-    parser.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE|@FILE",
-                        help="extra variable for the incident run (repeatable)")
+    parser.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE|@FILE",
+        help="extra variable for the incident run (repeatable)",
+    )
     parser.add_argument("--incident-id", help="incident id (default: storm-YYYYmmdd-HHMMSS, UTC)")
-    parser.add_argument("--json", action="store_true", help="print the machine-readable result instead of the live view")
+    parser.add_argument(
+        "--json", action="store_true", help="print the machine-readable result instead of the live view"
+    )
     parser.add_argument("--reports-dir", help="where reports go (default: $STORM_REPORTS_DIR or <repo>/reports)")
     parser.add_argument("--artifacts-dir", help="ansible-runner's private dir (default: <repo>/artifacts)")
     parser.set_defaults(handler=_drill)
@@ -42,18 +54,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _incident_args(args: argparse.Namespace, incident_id: str) -> argparse.Namespace:
     return argparse.Namespace(
-        inventory=None, check=False, diff=True, limit=None, extra_vars=list(args.extra_vars),
-        vault_password_file=None, incident_id=incident_id, rungs=None, yes=True, json=args.json,
-        reports_dir=args.reports_dir, artifacts_dir=args.artifacts_dir,
+        inventory=None,
+        check=False,
+        diff=True,
+        limit=None,
+        extra_vars=list(args.extra_vars),
+        vault_password_file=None,
+        incident_id=incident_id,
+        rungs=None,
+        yes=True,
+        json=args.json,
+        reports_dir=args.reports_dir,
+        artifacts_dir=args.artifacts_dir,
     )
 
 
 def wait_for_storm(args: argparse.Namespace, incident_id: str, console: Console) -> int:
-    """Run triage until it sees the storm; the number of triage runs it took."""
+    """Run triage until it sees the storm CONFIRMATIONS times in a row; the number of triage runs it took."""
     triage_args = _incident_args(args, incident_id)
     triage_args.yes = False
     deadline = time.monotonic() + args.wait
-    attempt = 0
+    attempt = seen = 0
     while True:
         attempt += 1
         config = common.build_config(TRIAGE, triage_args, incident_id)
@@ -61,12 +82,12 @@ def wait_for_storm(args: argparse.Namespace, incident_id: str, console: Console)
         if not result.successful:
             reasons = "; ".join("%s: %s" % (f["task"], f["msg"]) for f in result.failures) or result.status
             raise StormctlError("triage failed while waiting for the storm: %s" % reasons)
-        if any(t.get("storm") for t in result.triage.values()):
-            console.print("triage sees the storm (run %d)" % attempt)
+        seen = seen + 1 if any(t.get("storm") for t in result.triage.values()) else 0
+        console.print("triage run %d: %s" % (attempt, "storm" if seen else "no storm yet"))
+        if seen >= CONFIRMATIONS:
             return attempt
         if time.monotonic() >= deadline:
             raise StormctlError("triage did not see the storm within %.0f s (%d runs)" % (args.wait, attempt))
-        console.print("triage run %d: no storm yet" % attempt)
 
 
 def _drill(args: argparse.Namespace) -> int:

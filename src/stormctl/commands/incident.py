@@ -14,5 +14,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers,
         COMMAND,
         "the whole incident: lock, triage, mitigate, stabilise, verify, report",
-        "Runs playbooks/incident.yml: lock, triage, the mitigation ladder, stabilisation, the recovery check, then writes reports/<incident-id>/report.json, report.md and report.html.",
+        "Runs playbooks/incident.yml: lock, triage, the mitigation ladder, stabilisation, the recovery check,"
+        " then writes reports/<incident-id>/report.json, report.md and report.html.",
     )

@@ -14,5 +14,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers,
         COMMAND,
         "climb the mitigation ladder until Redis recovers",
-        "Runs playbooks/mitigate.yml under the incident lock: triage, then each recommended rung (or --rungs) least invasive first, checking recovery after each, and writes the report.",
+        "Runs playbooks/mitigate.yml under the incident lock: triage, then each recommended rung (or --rungs)"
+        " least invasive first, checking recovery after each, and writes the report.",
     )

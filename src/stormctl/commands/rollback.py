@@ -14,5 +14,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers,
         COMMAND,
         "undo what an incident changed (from its ledger)",
-        "Runs playbooks/rollback.yml: restores every change the incident's ledger recorded, newest first; refuses to overwrite later changes (drift) unless -e rollback_force=true. Needs --incident-id.",
+        "Runs playbooks/rollback.yml: restores every change the incident's ledger recorded, newest first; "
+        "refuses to overwrite later changes (drift) unless -e rollback_force=true. Needs --incident-id.",
     )

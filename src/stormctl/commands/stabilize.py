@@ -14,5 +14,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers,
         COMMAND,
         "pause the worst offender's autoscaler",
-        "Runs playbooks/stabilize.yml under the incident lock: pause the HPA or ScaledObject of the worst offender, and writes the report.",
+        "Runs playbooks/stabilize.yml under the incident lock: pause the HPA or ScaledObject of the worst "
+        "offender, and writes the report.",
     )

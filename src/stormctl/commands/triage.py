@@ -14,5 +14,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         subparsers,
         COMMAND,
         "is Redis in a connection storm, who causes it, what would help (read-only)",
-        "Runs playbooks/triage.yml: Redis' own view, Prometheus and Kubernetes joined into one verdict. Changes nothing. Exit 0 when there is no storm, 2 when there is one.",
+        "Runs playbooks/triage.yml: Redis' own view, Prometheus and Kubernetes joined into one verdict. "
+        "Changes nothing. Exit 0 when there is no storm, 2 when there is one.",
     )

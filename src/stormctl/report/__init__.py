@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from stormctl.errors import StormctlError
-from stormctl.report import chart, facts, metrics, render
+from stormctl.report import facts, metrics, render
 from stormctl.report.build import build
 
 CHART_FILE = "chart.png"
@@ -50,6 +50,8 @@ def _write(path: Path, data: bytes) -> None:
 
 def write(incident_dir: Path, fetch: metrics.Fetch | None = None) -> ReportFiles:
     """Build the report from the facts in `incident_dir` and write its three files (and the chart) there."""
+    from stormctl.report import chart  # matplotlib: imported only when a report is drawn
+
     report = build(facts.load(incident_dir), fetch)
     png = chart.render(report)
     report["chart"] = CHART_FILE

@@ -24,7 +24,9 @@ def _verdict(triage: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "severity": str(triage.get("severity") or "none"),
         "bottleneck_confirmed": triage.get("bottleneck_confirmed"),
         "summary": triage.get("summary"),
-        "recommended_rungs": [r.get("rung") if isinstance(r, Mapping) else r for r in triage.get("recommended_rungs") or []],
+        "recommended_rungs": [
+            r.get("rung") if isinstance(r, Mapping) else r for r in triage.get("recommended_rungs") or []
+        ],
         "degraded_sources": list(triage.get("degraded_sources") or []),
     }
 
@@ -94,8 +96,10 @@ def build(facts: Sequence[Mapping[str, Any]], fetch: metrics.Fetch | None = None
             )
         offenders += [dict(o, host=host) for o in triage.get("offenders") or []]
         evidence += [dict(e, host=host) for e in triage.get("evidence") or []]
-        ledger += [dict(e, host=host) if isinstance(e, Mapping) else {"host": host, "entry": e}
-                   for e in item.get("ledger") or []]
+        ledger += [
+            dict(e, host=host) if isinstance(e, Mapping) else {"host": host, "entry": e}
+            for e in item.get("ledger") or []
+        ]
     timeline.sort(key=lambda e: str(e.get("started_at") or ""))
     url = next((str(i["prometheus_url"]) for i in clean if i.get("prometheus_url")), None)
     window = metrics.Window.around(first, last)

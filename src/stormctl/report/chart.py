@@ -11,10 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.dates as mdates  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
 
-from stormctl.report.facts import parse_time  # noqa: E402
+from stormctl.report.facts import parse_time
 
 PANELS = [
     ("connected_clients", "connected clients", "#1f77b4"),
@@ -68,16 +68,17 @@ def render(report: Mapping[str, Any]) -> bytes:
             axis.set_ylabel(label)
             axis.grid(True, alpha=0.3)
             axis.set_ylim(bottom=0)
-            for index, (at, rung, result) in enumerate(marks):
+            for index, (at, _rung, result) in enumerate(marks):
                 if at is None:
                     continue
                 style = "--" if result in ("planned", "unchanged") else "-"
                 axis.axvline(at, color=MARK_COLOURS[index % len(MARK_COLOURS)], linestyle=style, linewidth=1.4)
         for index, (at, rung, result) in enumerate(marks):
             if at is not None:
+                x = mdates.date2num(at)  # type: ignore[no-untyped-call]
                 axes[0].annotate(
                     "%s (%s)" % (rung, result),
-                    xy=(mdates.date2num(at), 1.0),
+                    xy=(x, 1.0),
                     xycoords=("data", "axes fraction"),
                     xytext=(3, -12 - 11 * (index % 4)),
                     textcoords="offset points",
@@ -85,7 +86,8 @@ def render(report: Mapping[str, Any]) -> bytes:
                     color=MARK_COLOURS[index % len(MARK_COLOURS)],
                 )
         if any_data or any(at is not None for at, _, _ in marks):
-            axes[-1].xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S", tz=timezone.utc))
+            formatter = mdates.DateFormatter("%H:%M:%S", tz=timezone.utc)  # type: ignore[no-untyped-call]
+            axes[-1].xaxis.set_major_formatter(formatter)
         axes[-1].set_xlabel("time (UTC)")
         figure.tight_layout()
         buffer = io.BytesIO()

@@ -16,20 +16,36 @@ OUTCOME_TEXT = {
     "failed": "failed",
     "refused": "refused",
 }
-OUTCOME_COLOUR = {"recovered": "#2e7d32", "no_storm": "#2e7d32", "not_recovered": "#e65100", "refused": "#6a1b9a",
-                  "failed": "#c62828"}
+OUTCOME_COLOUR = {
+    "recovered": "#2e7d32",
+    "no_storm": "#2e7d32",
+    "not_recovered": "#e65100",
+    "refused": "#6a1b9a",
+    "failed": "#c62828",
+}
 
 
 def _pretty(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return value.splitlines()
     return json.dumps(value, indent=2, sort_keys=True, default=str).splitlines()
 
 
 def diff_text(item: Mapping[str, Any]) -> str:
     """A unified diff of one changed object's before and after."""
     target = item.get("target")
-    name = target if isinstance(target, str) else json.dumps(target, sort_keys=True, default=str)
-    lines = difflib.unified_diff(_pretty(item.get("before")), _pretty(item.get("after")),
-                                 "before: %s" % name, "after: %s" % name, lineterm="", n=2)
+    if isinstance(target, Mapping) and target.get("name"):
+        name = "/".join(str(target[k]) for k in ("namespace", "kind", "name") if target.get(k))
+    else:
+        name = target if isinstance(target, str) else json.dumps(target, sort_keys=True, default=str)
+    lines = difflib.unified_diff(
+        _pretty(item.get("before")),
+        _pretty(item.get("after")),
+        "before: %s" % name,
+        "after: %s" % name,
+        lineterm="",
+        n=2,
+    )
     return "\n".join(lines) or "(no difference)"
 
 
@@ -63,47 +79,87 @@ def markdown(report: Mapping[str, Any]) -> str:
     out += ["", "## Hosts", "", "| host | outcome | storm | severity | summary |", "|---|---|---|---|---|"]
     for host in report["hosts"]:
         verdict = host.get("verdict") or {}
-        out.append("| %s | %s | %s | %s | %s |" % (
-            host["host"], host["outcome"], verdict.get("storm", "-"), verdict.get("severity", "-"),
-            str(verdict.get("summary") or "").replace("|", "/").replace("\n", " ")))
+        out.append(
+            "| %s | %s | %s | %s | %s |"
+            % (
+                host["host"],
+                host["outcome"],
+                verdict.get("storm", "-"),
+                verdict.get("severity", "-"),
+                str(verdict.get("summary") or "").replace("|", "/").replace("\n", " "),
+            )
+        )
         if host.get("failure"):
             out.append("")
-            out.append("**%s failed** at `%s`: %s" % (host["host"], host["failure"].get("task"), host["failure"].get("msg")))
+            out.append(
+                "**%s failed** at `%s`: %s" % (host["host"], host["failure"].get("task"), host["failure"].get("msg"))
+            )
     out += ["", "## Timeline", ""]
     if not report["timeline"]:
         out.append("No rung ran.")
     for index, entry in enumerate(report["timeline"], 1):
         out.append("### %d. %s on %s: %s" % (index, entry["rung"], entry["host"], entry["result"]))
         out.append("")
-        out.append("%s to %s, changed: %s, recovered after it: %s" % (
-            entry["started_at"], entry["finished_at"], "yes" if entry["changed"] else "no",
-            "-" if entry.get("recovered") is None else ("yes" if entry["recovered"] else "no")))
+        out.append(
+            "%s to %s, changed: %s, recovered after it: %s"
+            % (
+                entry["started_at"],
+                entry["finished_at"],
+                "yes" if entry["changed"] else "no",
+                "-" if entry.get("recovered") is None else ("yes" if entry["recovered"] else "no"),
+            )
+        )
         if entry.get("msg"):
             out += ["", "> %s" % entry["msg"]]
         out += ["", "| metric | before | after |", "|---|---|---|"]
         for key, label in SNAPSHOT_KEYS:
-            out.append("| %s | %s | %s |" % (label, _number(entry["metrics_before"].get(key)),
-                                            _number(entry["metrics_after"].get(key))))
+            out.append(
+                "| %s | %s | %s |"
+                % (label, _number(entry["metrics_before"].get(key)), _number(entry["metrics_after"].get(key)))
+            )
         for item in entry["diff"]:
             out += ["", "```diff", diff_text(item), "```"]
         out.append("")
     out += ["## Offenders", "", "| host | workload | connections | share | autoscaler |", "|---|---|---|---|---|"]
     for offender in report["offenders"]:
-        out.append("| %s | %s | %s | %s | %s |" % (offender["host"], _who(offender), offender.get("connections"),
-                                                 _share(offender.get("connection_share")), offender.get("hpa_state", "-")))
-    out += ["", "## Evidence", "", "| host | source | signal | observed | threshold | breached | note |",
-            "|---|---|---|---|---|---|---|"]
+        out.append(
+            "| %s | %s | %s | %s | %s |"
+            % (
+                offender["host"],
+                _who(offender),
+                offender.get("connections"),
+                _share(offender.get("connection_share")),
+                offender.get("hpa_state", "-"),
+            )
+        )
+    out += [
+        "",
+        "## Evidence",
+        "",
+        "| host | source | signal | observed | threshold | breached | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for item in report["evidence"]:
-        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
-            item["host"], item["source"], item["signal"], _number(item.get("observed")),
-            _number(item.get("threshold")), "yes" if item["breached"] else "no",
-            str(item.get("note") or "").replace("|", "/")))
+        out.append(
+            "| %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                item["host"],
+                item["source"],
+                item["signal"],
+                _number(item.get("observed")),
+                _number(item.get("threshold")),
+                "yes" if item["breached"] else "no",
+                str(item.get("note") or "").replace("|", "/"),
+            )
+        )
     out += ["", "## Ledger", ""]
     if report["ledger"]:
         out.append("Undo with `stormctl rollback --incident-id %s`." % report["incident_id"])
         out.append("")
-        out += ["- %s: `%s`" % (e["host"], json.dumps({k: v for k, v in e.items() if k != "host"}, sort_keys=True))
-                for e in report["ledger"]]
+        out += [
+            "- %s: `%s`" % (e["host"], json.dumps({k: v for k, v in e.items() if k != "host"}, sort_keys=True))
+            for e in report["ledger"]
+        ]
     else:
         out.append("Nothing was changed, so there is nothing to undo.")
     errors = (report.get("metrics") or {}).get("errors") or {}
@@ -119,7 +175,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 STYLE = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1100px;color:#222;
+padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}.badge{color:#fff;border-radius:4px;padding:.1em .5em;font-size:.8em}
 table{border-collapse:collapse;margin:.5em 0 1em;width:100%}th,td{border:1px solid #ddd;padding:.3em .5em;
 text-align:left;vertical-align:top}th{background:#f5f5f5}pre{background:#f8f8f8;padding:.6em;overflow:auto;
@@ -131,8 +188,11 @@ margin:1.2em 0}.muted{color:#777}img{max-width:100%;border:1px solid #eee}
 def _diff_html(item: Mapping[str, Any]) -> str:
     lines = []
     for line in diff_text(item).splitlines():
-        css = "add" if line.startswith("+") and not line.startswith("+++") else (
-            "del" if line.startswith("-") and not line.startswith("---") else "")
+        css = (
+            "add"
+            if line.startswith("+") and not line.startswith("+++")
+            else ("del" if line.startswith("-") and not line.startswith("---") else "")
+        )
         text = html.escape(line)
         lines.append('<span class="%s">%s</span>' % (css, text) if css else text)
     return "<pre>%s</pre>" % "\n".join(lines)
@@ -142,52 +202,115 @@ def page(report: Mapping[str, Any], chart_png: bytes | None) -> str:
     """One self-contained HTML page: no external file, the chart embedded as a data URI."""
     outcome = str(report["outcome"])
     parts = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         "<title>Incident %s</title><style>%s</style></head><body>" % (html.escape(report["incident_id"]), STYLE),
-        "<h1>Incident %s <span class=\"badge\" style=\"background:%s\">%s</span></h1>" % (
-            html.escape(report["incident_id"]), OUTCOME_COLOUR.get(outcome, "#555"), html.escape(_headline(report))),
-        "<p class=\"muted\">%s to %s (UTC), report generated %s</p>" % (
-            html.escape(report["started_at"]), html.escape(report["finished_at"]), html.escape(report["generated_at"])),
+        '<h1>Incident %s <span class="badge" style="background:%s">%s</span></h1>'
+        % (html.escape(report["incident_id"]), OUTCOME_COLOUR.get(outcome, "#555"), html.escape(_headline(report))),
+        '<p class="muted">%s to %s (UTC), report generated %s</p>'
+        % (html.escape(report["started_at"]), html.escape(report["finished_at"]), html.escape(report["generated_at"])),
     ]
     if chart_png:
-        parts.append("<img alt=\"connected clients, rejected connections per second and p99 latency, with each "
-                     "mitigation marked\" src=\"data:image/png;base64,%s\">" % base64.b64encode(chart_png).decode())
+        parts.append(
+            '<img alt="connected clients, rejected connections per second and p99 latency, with each '
+            'mitigation marked" src="data:image/png;base64,%s">' % base64.b64encode(chart_png).decode()
+        )
     parts.append("<h2>Verdict</h2>")
-    parts.append(_table(["host", "outcome", "storm", "severity", "summary", "failure"], [
-        [h["host"], h["outcome"], (h.get("verdict") or {}).get("storm", "-"), (h.get("verdict") or {}).get("severity", "-"),
-         (h.get("verdict") or {}).get("summary") or "", ("%s: %s" % (h["failure"].get("task"), h["failure"].get("msg")))
-         if h.get("failure") else ""]
-        for h in report["hosts"]]))
+    parts.append(
+        _table(
+            ["host", "outcome", "storm", "severity", "summary", "failure"],
+            [
+                [
+                    h["host"],
+                    h["outcome"],
+                    (h.get("verdict") or {}).get("storm", "-"),
+                    (h.get("verdict") or {}).get("severity", "-"),
+                    (h.get("verdict") or {}).get("summary") or "",
+                    ("%s: %s" % (h["failure"].get("task"), h["failure"].get("msg"))) if h.get("failure") else "",
+                ]
+                for h in report["hosts"]
+            ],
+        )
+    )
     parts.append("<h2>Timeline</h2>")
     if not report["timeline"]:
         parts.append("<p>No rung ran.</p>")
     for index, entry in enumerate(report["timeline"], 1):
-        parts.append("<div class=\"step\"><h3>%d. %s on %s: %s</h3>" % (
-            index, html.escape(str(entry["rung"])), html.escape(entry["host"]), html.escape(str(entry["result"]))))
-        parts.append("<p class=\"muted\">%s to %s; changed: %s; recovered after it: %s</p>" % (
-            html.escape(str(entry["started_at"])), html.escape(str(entry["finished_at"])),
-            "yes" if entry["changed"] else "no",
-            "-" if entry.get("recovered") is None else ("yes" if entry["recovered"] else "no")))
+        parts.append(
+            '<div class="step"><h3>%d. %s on %s: %s</h3>'
+            % (index, html.escape(str(entry["rung"])), html.escape(entry["host"]), html.escape(str(entry["result"])))
+        )
+        parts.append(
+            '<p class="muted">%s to %s; changed: %s; recovered after it: %s</p>'
+            % (
+                html.escape(str(entry["started_at"])),
+                html.escape(str(entry["finished_at"])),
+                "yes" if entry["changed"] else "no",
+                "-" if entry.get("recovered") is None else ("yes" if entry["recovered"] else "no"),
+            )
+        )
         if entry.get("msg"):
             parts.append("<p>%s</p>" % html.escape(entry["msg"]))
-        parts.append(_table(["metric", "before", "after"], [
-            [label, _number(entry["metrics_before"].get(key)), _number(entry["metrics_after"].get(key))]
-            for key, label in SNAPSHOT_KEYS]))
+        parts.append(
+            _table(
+                ["metric", "before", "after"],
+                [
+                    [label, _number(entry["metrics_before"].get(key)), _number(entry["metrics_after"].get(key))]
+                    for key, label in SNAPSHOT_KEYS
+                ],
+            )
+        )
         parts += [_diff_html(item) for item in entry["diff"]]
         parts.append("</div>")
     parts.append("<h2>Offenders</h2>")
-    parts.append(_table(["host", "workload", "kind", "connections", "share", "restarts", "autoscaler"], [
-        [o["host"], _who(o), o.get("kind") or "-", o.get("connections"), _share(o.get("connection_share")),
-         o.get("restarts", "-"), o.get("hpa_state", "-")] for o in report["offenders"]]))
+    parts.append(
+        _table(
+            ["host", "workload", "kind", "connections", "share", "restarts", "autoscaler"],
+            [
+                [
+                    o["host"],
+                    _who(o),
+                    o.get("kind") or "-",
+                    o.get("connections"),
+                    _share(o.get("connection_share")),
+                    o.get("restarts", "-"),
+                    o.get("hpa_state", "-"),
+                ]
+                for o in report["offenders"]
+            ],
+        )
+    )
     parts.append("<h2>Evidence</h2>")
-    parts.append(_table(["host", "source", "signal", "observed", "threshold", "breached", "note"], [
-        [e["host"], e["source"], e["signal"], _number(e.get("observed")), _number(e.get("threshold")),
-         "yes" if e["breached"] else "no", e.get("note") or ""] for e in report["evidence"]]))
+    parts.append(
+        _table(
+            ["host", "source", "signal", "observed", "threshold", "breached", "note"],
+            [
+                [
+                    e["host"],
+                    e["source"],
+                    e["signal"],
+                    _number(e.get("observed")),
+                    _number(e.get("threshold")),
+                    "yes" if e["breached"] else "no",
+                    e.get("note") or "",
+                ]
+                for e in report["evidence"]
+            ],
+        )
+    )
     parts.append("<h2>Ledger</h2>")
     if report["ledger"]:
-        parts.append("<p>Undo with <code>stormctl rollback --incident-id %s</code>.</p>" % html.escape(report["incident_id"]))
-        parts.append(_table(["host", "entry"], [
-            [e["host"], json.dumps({k: v for k, v in e.items() if k != "host"}, sort_keys=True)] for e in report["ledger"]]))
+        parts.append(
+            "<p>Undo with <code>stormctl rollback --incident-id %s</code>.</p>" % html.escape(report["incident_id"])
+        )
+        parts.append(
+            _table(
+                ["host", "entry"],
+                [
+                    [e["host"], json.dumps({k: v for k, v in e.items() if k != "host"}, sort_keys=True)]
+                    for e in report["ledger"]
+                ],
+            )
+        )
     else:
         parts.append("<p>Nothing was changed, so there is nothing to undo.</p>")
     errors = (report.get("metrics") or {}).get("errors") or {}

@@ -277,7 +277,8 @@ def _down(path: Path, timeout: float = 10.0) -> dict[str, Any]:
     if survivors:
         raise StormctlError("could not stop sandbox processes %s: kill them by hand, then run down again" % survivors)
 
-    ports = [int(s["port"]) for s in (state.get("services") or {}).values() if s.get("port")]
+    ports = [int(s[key]) for s in (state.get("services") or {}).values() for key in ("port", "tls_port")
+             if s.get(key)]
     # Once our processes are gone another program may take a freed port: only our own listeners count.
     candidates = set(pids.values()) | (set(procs.marked_processes(owner.sandbox_id)) if owner.sandbox_id else set())
     ours = [pid for port in ports for pid in procs.listening_among(candidates, port) if owner.owns(pid)]

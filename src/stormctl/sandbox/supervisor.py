@@ -48,6 +48,7 @@ PORT_ATTEMPTS = 3
 # Stop order: clients first (so Redis sees them leave), Redis last.
 STOP_ORDER = ["fleet", "prometheus", "exporter", "kubeapi", "redis"]
 START_ORDER = ["redis", "kubeapi", "exporter", "fleet", "prometheus"]
+KUBEAPI_READY = "kubeapi.json"
 READONLY_RULES = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
 
 
@@ -229,14 +230,31 @@ class Supervisor:
         return Service("exporter", build, healthy)
 
     def kubeapi_service(self) -> Service:
+        """Plain http for the fleet (it sends the controller token itself) and https for the kubeconfig:
+        kubectl sends a bearer token only over TLS. A revived emulator keeps both ports and its CA."""
+
         def build(port: int) -> tuple[list[str], dict[str, str]]:
-            argv = [sys.executable, "-m", "stormctl.sandbox.kubeapi", "--listen", "%s:%d" % (HOST, port)]
+            if service.attempts > 1 or not service.extra.get("tls_port"):
+                service.extra["tls_port"] = procs.free_port()
+            (self.dir / KUBEAPI_READY).unlink(missing_ok=True)
+            argv = [sys.executable, "-m", "stormctl.sandbox.kubeapi", "--listen", "%s:%d" % (HOST, port),
+                    "--listen-tls", "%s:%d" % (HOST, service.extra["tls_port"])]
             return [*argv, "--state-dir", str(self.dir)], {}
 
         def healthy(port: int) -> bool:
-            return cluster.http_ok("http://%s:%d/readyz" % (HOST, port)) is not None
+            if cluster.http_ok("http://%s:%d/readyz" % (HOST, port)) is None:
+                return False
+            # kubeapi.json is written once both listeners are up
+            ready = read_json(self.dir / KUBEAPI_READY)
+            if not isinstance(ready, dict) or not ready.get("tls_url") or service.proc is None:
+                return False
+            if ready.get("pid") != service.proc.pid:
+                return False
+            service.extra.update(tls_url=ready["tls_url"], ca_file=ready["ca_file"])
+            return True
 
-        return Service("kubeapi", build, healthy)
+        service = Service("kubeapi", build, healthy)
+        return service
 
     def fleet_service(self) -> Service:
         def build(port: int) -> tuple[list[str], dict[str, str]]:
@@ -308,9 +326,9 @@ class Supervisor:
         table = {self.tokens[role]: {"user": user, "rules": rules} for role, (user, rules) in users.items()}
         write_json(self.dir / TOKENS_FILE, table)
 
-    def write_kubeconfig(self, server: str) -> None:
+    def write_kubeconfig(self, server: str, ca_file: str) -> None:
         path = self.dir / KUBECONFIG_FILE
-        write_kubeconfig(path, server, self.tokens["operator"], user="storm-operator")
+        write_kubeconfig(path, server, self.tokens["operator"], user="storm-operator", ca_file=ca_file)
         os.chmod(path, 0o600)
 
     def publish(self, status: str) -> None:
@@ -366,10 +384,13 @@ class Supervisor:
         self.state["redis"]["port"] = redis_port
         self.state["exporter"] = {"url": "http://%s:%d/metrics" % (HOST, self.services["exporter"].port)}
         if spec["with_kubeapi"]:
-            api = "http://%s:%d" % (HOST, self.services["kubeapi"].port)
-            self.write_kubeconfig(api)
+            kubeapi = self.services["kubeapi"]
+            api = "http://%s:%d" % (HOST, kubeapi.port)
+            self.write_kubeconfig(kubeapi.extra["tls_url"], kubeapi.extra["ca_file"])
             self.state["kube"] = {
                 "api": api,
+                "tls_api": kubeapi.extra["tls_url"],
+                "ca_file": kubeapi.extra["ca_file"],
                 "kubeconfig": str(self.dir / KUBECONFIG_FILE),
                 "audit_log": str(self.dir / AUDIT_LOG),
                 "tokens": self.tokens,
@@ -390,7 +411,8 @@ class Supervisor:
 
     def record_services(self) -> None:
         self.state["services"] = {
-            name: {"pid": s.proc.pid if s.proc else None, "port": s.port, "log": str(self.dir / ("%s.log" % name))}
+            name: {"pid": s.proc.pid if s.proc else None, "port": s.port, "log": str(self.dir / ("%s.log" % name)),
+                   **({"tls_port": s.extra["tls_port"]} if s.extra.get("tls_port") else {})}
             for name, s in self.services.items()
         }
 

@@ -293,14 +293,15 @@ class Fleet:
             await asyncio.sleep(event.every_seconds)
 
     async def blip(self, pause_ms: int) -> None:
-        """The network stalls (CLIENT PAUSE), then every client is dropped (CLIENT KILL), like a failover."""
+        """Every client is dropped (CLIENT KILL), then Redis stalls (CLIENT PAUSE) while they all come back, like
+        a failover: reconnects and the requests that pile up meanwhile all hang on the handshake together."""
         try:
             async with self.admin_lock:
                 if self.admin is None or self.admin.lost:
                     self.admin = await open_connection(self.redis.host, self.redis.port, "127.0.0.1",
                                                        self.redis.password, ADMIN_NAME, "sandbox", "1.0", 2.0)
-                futures = self.admin.send(*([encode("CLIENT", "PAUSE", pause_ms, "ALL")] if pause_ms else []),
-                                          encode("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"))
+                futures = self.admin.send(encode("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"),
+                                          *([encode("CLIENT", "PAUSE", pause_ms, "ALL")] if pause_ms else []))
                 replies = await asyncio.wait_for(asyncio.gather(*futures), pause_ms / 1000.0 + 10)
             log.info("blip: %s", replies)
         except (ConnectFailure, ConnectionLost, OSError, asyncio.TimeoutError) as exc:
@@ -324,10 +325,24 @@ class Fleet:
             if self.undo.get("maxclients"):
                 original, stormy = self.undo["maxclients"]
                 asyncio.get_running_loop().create_task(self.restore_maxclients(original, stormy))
+        await self.reset_replicas()
         self.scenario = None
         self.storm_started = None
         self.undo = {}
         return self.status()
+
+    async def reset_replicas(self) -> None:
+        """Drills end at the baseline: the workloads go back to the world's replica counts at once, instead of
+        waiting out the autoscalers' scale-down windows (a drill's calm is a reset, not a traffic lull)."""
+        self.controller.histories.clear()
+        for wl in self.world.workloads:
+            try:
+                deploy = await self.kube.get("apps/v1", "deployments", wl.namespace, wl.name)
+                if int((deploy.get("spec") or {}).get("replicas", 0)) != wl.replicas:
+                    await self.kube.patch("apps/v1", "deployments", wl.namespace, wl.name,
+                                          {"spec": {"replicas": wl.replicas}}, sub="scale")
+            except KubeError as exc:
+                log.warning("could not reset %s to %d replicas: %s", wl.key, wl.replicas, exc)
 
     async def restore_maxclients(self, original: int, stormy: int) -> None:
         try:

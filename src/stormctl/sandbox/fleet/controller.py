@@ -72,6 +72,8 @@ class Controller:
         for wl in world.workloads:
             if wl.autoscaler is not None and wl.autoscaler.kind == "ScaledObject":
                 self.queues[wl.key] = wl.autoscaler.queue_length
+        self.status_written: dict[str, tuple[float, Optional[int]]] = {}
+        self.restarts_reported: dict[str, int] = {}
         self.last_hpa = 0.0
         self.cycle = 0
 
@@ -219,6 +221,7 @@ class Controller:
     def _forget(self, key: str) -> None:
         pod = self.pods.pop(key, None)
         self.reported.pop(key, None)
+        self.restarts_reported.pop(key, None)
         if pod is not None:
             pod.stop()
             pod.workload.pods.pop(pod.name, None)
@@ -403,6 +406,14 @@ class Controller:
 
     async def push_pod_status(self) -> None:
         changed = [(key, pod) for key, pod in self.pods.items() if self.reported.get(key) != pod.status_version]
+        for key, pod in changed:
+            if pod.state == "backoff" and self.restarts_reported.get(key, 0) < pod.restart_count:
+                self.restarts_reported[key] = pod.restart_count
+                pod_obj = {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                    "name": pod.name, "namespace": pod.workload.namespace, "uid": pod.created.get(
+                        "metadata", {}).get("uid", "")}}
+                await self.event(pod_obj, "Warning", "BackOff", "Back-off restarting failed container app in pod "
+                                 "%s_%s" % (pod.name, pod.workload.namespace), "kubelet")
         async def push(key: str, pod: PodRuntime) -> None:
             namespace = pod.workload.namespace
             try:
@@ -477,6 +488,24 @@ class Controller:
             except KubeError as exc:
                 log.warning("scaledobject %s: %s", _key(so), exc)
 
+    async def event(self, obj: dict[str, Any], kind: str, reason: str, message: str, component: str) -> None:
+        """A core/v1 Event about ``obj``, as the controller or kubelet that acted would record it."""
+        meta = obj["metadata"]
+        stamp = utcnow()
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "%s.%s" % (meta["name"], _suffix(16)), "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid", "")},
+            "reason": reason, "message": message, "type": kind, "count": 1,
+            "firstTimestamp": stamp, "lastTimestamp": stamp, "source": {"component": component},
+            "reportingComponent": component,
+        }
+        try:
+            await self.kube.create("v1", "events", meta["namespace"], body)
+        except KubeError as exc:
+            log.warning("event %s on %s: %s", reason, meta["name"], exc)
+
     async def _scale(self, plural: str, target: dict[str, Any], replicas: int) -> None:
         meta = target["metadata"]
         await self.kube.patch("apps/v1", plural, meta["namespace"], meta["name"], {"spec": {"replicas": replicas}},
@@ -502,6 +531,10 @@ class Controller:
             history.events.append((time.monotonic(), decision.desired - current))
             history.events = [(t, d) for t, d in history.events if time.monotonic() - t < 600]
             history.last_scale_time = stamp
+            direction = "above" if decision.desired > current else "below"
+            await self.event(hpa, "Normal", "SuccessfulRescale", "New size: %d; reason: cpu resource utilization "
+                             "(percentage of request) %s target" % (decision.desired, direction),
+                             "horizontal-pod-autoscaler")
         status: dict[str, Any] = {
             "observedGeneration": meta.get("generation", 1),
             "currentReplicas": current, "desiredReplicas": decision.desired,
@@ -512,8 +545,9 @@ class Controller:
         if decision.utilization is not None:
             status["currentMetrics"] = [{"type": "Resource", "resource": {"name": "cpu", "current": {
                 "averageUtilization": decision.utilization, "averageValue": "%dm" % (decision.average_m or 0)}}}]
-        await self.kube.patch("autoscaling/v2", "horizontalpodautoscalers", meta["namespace"], meta["name"],
-                              {"status": status}, sub="status")
+        if self._status_worth_writing("hpa:" + _key(hpa), hpa, status, decision.utilization):
+            await self.kube.patch("autoscaling/v2", "horizontalpodautoscalers", meta["namespace"], meta["name"],
+                                  {"status": status}, sub="status")
 
     async def autoscale_keda(self, so: dict[str, Any], stamp: str) -> None:
         meta = so["metadata"]
@@ -535,6 +569,29 @@ class Controller:
                   "externalMetricNames": ["s0-rabbitmq-%s" % "queue"], **extra}
         if queue > 0:
             status["lastActiveTime"] = stamp
-        await self.kube.patch("keda.sh/v1alpha1", "scaledobjects", meta["namespace"], meta["name"], {"status": status},
-                              sub="status")
+        if self._status_worth_writing("keda:" + _key(so), so, status, queue):
+            await self.kube.patch("keda.sh/v1alpha1", "scaledobjects", meta["namespace"], meta["name"],
+                                  {"status": status}, sub="status")
+
+    def _status_worth_writing(self, key: str, obj: dict[str, Any], status: dict[str, Any], level: Optional[int]) \
+            -> bool:
+        """Write an autoscaler's status when something a reader cares about changed (or every 10 s), keeping
+        each condition's lastTransitionTime from before unless its status flipped, as the controllers do."""
+        old = obj.get("status") or {}
+        before = {c.get("type"): c for c in old.get("conditions") or []}
+        for condition in status.get("conditions") or []:
+            previous = before.get(condition["type"])
+            if previous is not None and previous.get("status") == condition["status"]:
+                condition["lastTransitionTime"] = previous.get("lastTransitionTime", condition["lastTransitionTime"])
+        def shape(s: dict[str, Any]) -> tuple[Any, ...]:
+            return (s.get("currentReplicas"), s.get("desiredReplicas"), s.get("lastScaleTime"),
+                    s.get("pausedReplicaCount"),
+                    [(c.get("type"), c.get("status"), c.get("reason")) for c in s.get("conditions") or []])
+        now = time.monotonic()
+        last_time, last_level = self.status_written.get(key, (0.0, None))
+        drifted = level is not None and (last_level is None or abs(level - last_level) >= 10)
+        if shape(old) == shape(status) and not drifted and now - last_time < 10.0:
+            return False
+        self.status_written[key] = (now, level)
+        return True
 

@@ -211,12 +211,12 @@ class PodRuntime:
         self.idle: deque[RedisConnection] = deque()
         self.waiters: deque[asyncio.Future[RedisConnection]] = deque()
         self.connecting = 0
+        self.filling = 0
         self.connect_backoff_until = 0.0
         self.connect_failures = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.log_lines: list[str] = []
         self.log_budget = LOG_LINES_PER_SECOND
-        self.arrivals = 0.0
         self.second_requests = 0
         self.second_errors = 0
         self.second_connects = 0
@@ -436,24 +436,26 @@ class PodRuntime:
             self.conns.discard(conn)
         if not self.ready or cfg.breaker_open:
             return
-        missing = floor - len(self.conns) - self.connecting
+        missing = floor - len(self.conns) - self.filling
         if missing <= 0:
             return
         if not cfg.aggressive_retries:
             if self._backing_off(now):
                 return
             missing = min(missing, 1 if self.connect_failures else 16)
+        self.filling += missing
         for _ in range(missing):
             self._spawn(self._fill_one())
 
     async def _fill_one(self) -> None:
-        jitter = 0.0 if self.workload.config.aggressive_retries else random.uniform(0, 0.3)
-        if jitter:
-            await asyncio.sleep(jitter)
         try:
+            if not self.workload.config.aggressive_retries:
+                await asyncio.sleep(random.uniform(0, 0.3))
             conn = await self._connect(time.monotonic() + 30.0)
         except ConnectFailure:
             return
+        finally:
+            self.filling -= 1
         self.release(conn)
 
     def _spawn(self, coro: Any) -> None:

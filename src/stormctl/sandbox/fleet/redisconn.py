@@ -189,6 +189,11 @@ async def open_connection(host: str, port: int, source_ip: str, password: str, c
         if conn is not None:
             conn.abort()
         raise ConnectFailure("reset", "Connection reset by peer (%s)" % (exc.strerror or exc)) from None
+    except BaseException:
+        # A pod deleted mid-handshake: its socket must not outlive it.
+        if conn is not None:
+            conn.abort()
+        raise
     # CLIENT SETINFO needs Redis 7.2; client libraries ignore its error on older servers, and so do we.
     for reply in replies[:2]:
         if isinstance(reply, ReplyError):
