@@ -167,10 +167,29 @@ def test_bad_argument_is_a_clear_error_without_a_run(calm_sandbox: Sandbox, tmp_
     assert not (tmp_path / "artifacts").exists()
 
 
+def flag_values(box: Sandbox) -> dict[str, dict[str, str]]:
+    """The data of every flag ConfigMap the sandbox's inventory names."""
+    from kubernetes import client
+
+    api = box.kube()
+    try:
+        core = client.CoreV1Api(api)
+        return {
+            "%s/%s" % (f["namespace"], f["configmap"]): dict(
+                core.read_namespaced_config_map(f["configmap"], f["namespace"]).data or {}
+            )
+            for f in box.refresh()["flags"]
+        }
+    finally:
+        api.close()
+
+
 def test_on_a_terminal_it_shows_the_dry_run_plan_and_asks_first(calm_sandbox: Sandbox, tmp_path: Path) -> None:
     import pexpect
 
     before = len(calm_sandbox.audit())
+    flags_before = flag_values(calm_sandbox)
+    assert any("redis.retry.aggressive" in data for data in flags_before.values()), flags_before
     command = [
         sys.executable,
         "-m",
@@ -208,6 +227,9 @@ def test_on_a_terminal_it_shows_the_dry_run_plan_and_asks_first(calm_sandbox: Sa
     writes = [
         e
         for e in calm_sandbox.audit()[before:]
-        if e["verb"] in ("create", "update", "patch", "delete") and not e.get("dry_run")
+        if e["user"] == "storm-operator"
+        and e["verb"] in ("create", "update", "patch", "delete")
+        and not e.get("dry_run")
     ]
     assert writes == [], "the dry run wrote to the cluster: %s" % writes
+    assert flag_values(calm_sandbox) == flags_before

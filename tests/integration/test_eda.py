@@ -113,16 +113,20 @@ class Rulebook:
                       key=lambda r: (r["template"], r["host"]))
 
     def busy(self) -> bool:
-        """Whether a playbook the rulebook started is still running (same process group)."""
+        """Whether a playbook the rulebook started is still running (any descendant process)."""
+        parents: dict[int, int] = {}
+        commands: dict[int, bytes] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                cmdline = (stat.parent / "cmdline").read_bytes()
-            except (OSError, IndexError):
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                commands[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
                 continue
-            if int(fields[2]) == self.proc.pid and b"ansible-playbook" in cmdline:
-                return True
-        return False
+        descendants, frontier = set(), {self.proc.pid}
+        while frontier:
+            frontier = {pid for pid, parent in parents.items() if parent in frontier} - descendants
+            descendants |= frontier
+        return any(b"ansible-playbook" in commands.get(pid, b"") for pid in descendants)
 
     def settle(self, expected: int, timeout: float = 60) -> list[dict[str, Any]]:
         """Wait until `expected` runs are recorded and no playbook is running any more."""

@@ -208,6 +208,9 @@ def survey_errors(survey: dict[str, Any]) -> list[str]:
                     errors.append("%s: %s length must be an integer" % (where, key))
             if q.get("required") and q.get("min", 0) < 1:
                 errors.append("%s: a required text answer needs min >= 1" % where)
+            if not q.get("required"):
+                # AWX sends a blank optional answer as "" or null: an extra var that beats every default
+                errors.append("%s: an optional text question overrides the playbook's default with a blank" % where)
         if "min" in q and "max" in q and q["min"] > q["max"]:
             errors.append("%s: min above max" % where)
     return errors
