@@ -58,7 +58,7 @@ options:
     default: 10
   bearer_token:
     description:
-      - Token sent as C(Authorization: Bearer) (for example a Grafana Cloud or OAuth proxy token).
+      - Token sent in the C(Authorization) header as a bearer token (for example an OAuth proxy's token).
     type: str
   username:
     description:

@@ -41,15 +41,12 @@ def test_dry_run_changes_nothing_then_the_ladder_recovers_and_a_rerun_changes_no
     incident_id = "e2e-%s" % name
     held = HeldRedis(box)
     try:
-        import time as _t; _t0 = _t.time()
         raise_storm(box, name)
-        print("TIMING raging", _t.time() - _t0)
         config_before = held.config()
 
         # 1. --check --diff: the plan with its diffs, and not one write anywhere.
         seq = audit_seq(box)
         dry = playbook(box, "incident", tmp_path / "dry", "--check", "--diff", incident_id=incident_id)
-        print("TIMING dry", dry.finished - dry.started)
         assert dry.rc == 0, dry.output[-4000:]
         assert real_writes(operator_writes(box, seq)) == [], "the dry run wrote to the cluster"
         assert held.config() == config_before, "the dry run changed Redis' configuration"
@@ -64,7 +61,6 @@ def test_dry_run_changes_nothing_then_the_ladder_recovers_and_a_rerun_changes_no
 
         # 2. The real run: recovered within the scenario's budget, climbing only what it needed.
         real = playbook(box, "incident", tmp_path / "real", "--diff", incident_id=incident_id)
-        print("TIMING real", real.finished - real.started, real.seconds_to_recovered(), real.climbed)
         assert real.rc == 0, real.output[-4000:]
         assert real.facts is not None and real.facts["outcome"] == "recovered", real.output[-4000:]
         budget = scenario(name)["recovery_seconds"]
@@ -83,7 +79,6 @@ def test_dry_run_changes_nothing_then_the_ladder_recovers_and_a_rerun_changes_no
         # 3. The same incident again, on the recovered sandbox: nothing changes, nothing repeats.
         seq = audit_seq(box)
         again = playbook(box, "incident", tmp_path / "again", incident_id=incident_id)
-        print("TIMING again", again.finished - again.started)
         assert again.rc == 0, again.output[-4000:]
         assert again.changed == 0, again.output[-4000:]
         assert [t for t in again.timeline if t["result"] == "applied"] == []

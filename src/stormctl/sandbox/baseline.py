@@ -77,11 +77,11 @@ def _restore_one(api: str, token: str, baseline: dict[str, Any]) -> bool:
             cluster.http_json(collection, token, method="POST", body=baseline)
             return True
         desired = _desired(current, baseline)
-        # A dry run returns the object as the server would store it (defaults applied): compare that.
-        preview = cluster.http_json(url + "?dryRun=All", token, method="PUT", body=desired)
-        if _view(preview) == _view(current):
-            return False
         try:
+            # A dry run returns the object as the server would store it (defaults applied): compare that.
+            preview = cluster.http_json(url + "?dryRun=All", token, method="PUT", body=desired)
+            if _view(preview) == _view(current):
+                return False
             cluster.http_json(url, token, method="PUT", body=desired)
             return True
         except urllib.error.HTTPError as exc:
