@@ -12,6 +12,7 @@ Between scenarios: rollback.yml, calm, and the sandbox's baseline world.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import json
 import os
 import subprocess
@@ -89,10 +90,8 @@ class _Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.stop.is_set():
-            try:
+            with contextlib.suppress(OSError):
                 self.peak_connections = max(self.peak_connections, int(_fleet_status(self.fleet_url)["connections"]))
-            except OSError:
-                pass
             count = self._rejected()
             if count is not None:
                 self.rejected.append(count)
@@ -101,7 +100,8 @@ class _Sampler(threading.Thread):
             self._client.close()
 
 
-def _playbook(state_dir: Path, name: str, reports: Path, timeout: float = 600, **extra: Any) -> subprocess.CompletedProcess[str]:
+def _playbook(state_dir: Path, name: str, reports: Path, timeout: float = 600,
+              **extra: Any) -> subprocess.CompletedProcess[str]:
     variables = dict(RECOVERY_VARS, storm_reports_dir=str(reports), **extra)
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(REPO / "inventories" / "sandbox"),
                            str(REPO / "playbooks" / ("%s.yml" % name)), "-e", json.dumps(variables)],

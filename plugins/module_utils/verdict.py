@@ -205,7 +205,7 @@ def _pct(value: Optional[float]) -> str:
 # ---------------------------------------------------------------- offenders
 
 def _hpa_state(hpa: Optional[Dict[str, Any]], pods: Any = None) -> str:
-    """none | paused | at_max | scaling_up | steady.
+    """none | paused | at_max | scaling_up | scaled_out (above its floor, settled) | steady.
 
     A KEDA ScaledObject whose generated HPA has no status yet reports no current/desired count:
     then the workload's live pods stand for current, and pods above the floor mean it scaled out.
@@ -223,12 +223,15 @@ def _hpa_state(hpa: Optional[Dict[str, Any]], pods: Any = None) -> str:
         if current is not None and floor is not None and current > floor:
             return "scaling_up"
         return "steady"
+    floor = _number(hpa.get("min"))
     if current is not None and maximum is not None and current >= maximum:
         return "at_max"
     if desired is not None and maximum is not None and desired >= maximum:
         return "at_max"
     if current is not None and desired is not None and desired > current:
         return "scaling_up"
+    if current is not None and floor is not None and current > floor:
+        return "scaled_out"
     return "steady"
 
 
@@ -569,7 +572,8 @@ def _offender_evidence(evidence: Collector, offenders: List[Dict[str, Any]], lim
     if top.get("hpa"):
         state = top["hpa_state"]
         hpa = top["hpa"]
-        evidence.add("kubernetes", "top_offender_hpa", state, "scaling_up|at_max", state in ("scaling_up", "at_max"),
+        evidence.add("kubernetes", "top_offender_hpa", state, "scaling_up|scaled_out|at_max",
+                     state in ("scaling_up", "scaled_out", "at_max"),
                      "%s %s: current %s, desired %s, max %s%s" % (
                          hpa.get("kind"), hpa.get("name"), hpa.get("current"), hpa.get("desired"), hpa.get("max"),
                          ", paused" if hpa.get("paused") else ""))
@@ -667,11 +671,12 @@ def _rungs(
         reasons["offender_scale_down"] = "%s holds %s of the connections (threshold %s)" % (
             _who(top), _pct(top["connection_share"]), _pct(limits["offender_share"]))
 
-    if top and top.get("hpa_state") in ("scaling_up", "at_max"):
+    if top and top.get("hpa_state") in ("scaling_up", "at_max", "scaled_out"):
         hpa = top["hpa"] or {}
-        reasons["hpa_pause"] = "the %s of %s is %s (current %s, desired %s, max %s): more pods, more connections" % (
-            hpa.get("kind", "autoscaler"), _who(top), top["hpa_state"].replace("_", " "), hpa.get("current"),
-            hpa.get("desired"), hpa.get("max"))
+        reasons["hpa_pause"] = "the %s of %s is %s (current %s, desired %s, min %s, max %s): more pods, more " \
+                               "connections" % (hpa.get("kind", "autoscaler"), _who(top),
+                                                top["hpa_state"].replace("_", " "), hpa.get("current", top.get("pods")),
+                                                hpa.get("desired"), hpa.get("min"), hpa.get("max"))
     return [{"rung": rung, "reason": reasons[rung]} for rung in LADDER if rung in reasons]
 
 

@@ -109,6 +109,8 @@ def test_drill_recovers_and_writes_a_report_without_secrets(calm_sandbox: Sandbo
     assert ran, "no rung ran"
     assert sorted(e["rung"] for e in data["timeline"]) == sorted(ran)
     assert any(e["changed"] and e["diff"] for e in data["timeline"])
+    ledger = "redis-storm-ledger-%s" % result["incident_id"]
+    assert data["ledger"] and all(e["configmap"] == ledger for e in data["ledger"]), data["ledger"]
     assert data["metrics"]["series"]["connected_clients"], data["metrics"]["errors"]
 
     chart = Path(result["report"]["json"]).parent / data["chart"]

@@ -15,7 +15,6 @@ from kubernetes import client
 from tests.fixtures.sandbox import Sandbox, wait_for
 
 # Until tests/conftest.py lists it in pytest_plugins.
-pytest_plugins = ["tests.fixtures.sandbox"]
 
 pytestmark = pytest.mark.integration
 

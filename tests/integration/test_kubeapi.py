@@ -12,7 +12,6 @@ from kubernetes.dynamic import DynamicClient
 
 from tests.fixtures.kubeapi import KubeApi, deployment, namespace, pod
 
-pytest_plugins = ["tests.fixtures.kubeapi"]
 pytestmark = pytest.mark.integration
 
 

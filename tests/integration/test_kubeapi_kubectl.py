@@ -9,7 +9,6 @@ import pytest
 
 from tests.fixtures.kubeapi import KubeApi, deployment, pod
 
-pytest_plugins = ["tests.fixtures.kubeapi"]
 pytestmark = pytest.mark.integration
 
 

@@ -12,7 +12,6 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.fixtures.kubeapi import KubeApi, deployment, pod
 
-pytest_plugins = ["tests.fixtures.kubeapi"]
 pytestmark = pytest.mark.integration
 
 

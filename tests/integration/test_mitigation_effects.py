@@ -15,7 +15,6 @@ import pytest
 
 from tests.helpers.modules import run_module
 
-pytest_plugins = ["tests.fixtures.sandbox"]
 pytestmark = pytest.mark.integration
 
 INCIDENT = "storm-effects-1"

@@ -18,7 +18,6 @@ from kubernetes import client
 from tests.fixtures.sandbox import Sandbox, wait_for
 from tests.helpers.modules import run_module
 
-pytest_plugins = ["tests.fixtures.sandbox"]
 pytestmark = pytest.mark.integration
 
 ALLOWED = ["trading", "payments", "wallet"]

@@ -21,7 +21,6 @@ from tests.integration.mitigation_common import (
     without_bookkeeping,
 )
 
-pytest_plugins = ["tests.fixtures.kubeapi"]
 pytestmark = pytest.mark.integration
 
 MODULE = "ingress_rate_limit"

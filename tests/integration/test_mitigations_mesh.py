@@ -19,7 +19,6 @@ from tests.integration.mitigation_common import (
     without_bookkeeping,
 )
 
-pytest_plugins = ["tests.fixtures.kubeapi"]
 pytestmark = pytest.mark.integration
 
 MODULE = "mesh_circuit_breaker"

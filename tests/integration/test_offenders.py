@@ -9,7 +9,6 @@ import pytest
 from stormctl.sandbox.stormgen import StormGen
 from tests.helpers.modules import run_module, run_playbook
 
-pytest_plugins = ["tests.fixtures.kubeapi", "tests.fixtures.redis"]
 pytestmark = pytest.mark.integration
 
 MODULE = "storm_offenders_info"

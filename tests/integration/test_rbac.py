@@ -15,7 +15,6 @@ import yaml
 
 from tests.helpers.modules import ModuleResult, run_module
 
-pytest_plugins = ["tests.fixtures.kubeapi", "tests.fixtures.redis"]
 pytestmark = pytest.mark.integration
 
 RBAC_FILE = Path(__file__).resolve().parents[2] / "deploy" / "rbac.yml"

@@ -9,7 +9,6 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients 
 
 from stormctl.sandbox.stormgen import StormGen
 
-pytest_plugins = ["tests.fixtures.redis"]
 pytestmark = pytest.mark.integration
 
 MODULE = "redis_clients_info"

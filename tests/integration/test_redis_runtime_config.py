@@ -11,7 +11,6 @@ from stormctl.sandbox.stormgen import StormGen
 from tests.helpers.modules import run_module, run_playbook
 from tests.integration.mitigation_common import ledger_entries, object_writes, seed_ledger_namespace
 
-pytest_plugins = ["tests.fixtures.kubeapi", "tests.fixtures.redis"]
 pytestmark = pytest.mark.integration
 
 MODULE = "redis_runtime_config"

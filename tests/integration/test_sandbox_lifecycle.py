@@ -22,7 +22,6 @@ from tests.fixtures.sandbox import Sandbox, wait_for
 from tests.fixtures.services import require_binary
 
 # Until tests/conftest.py lists it in pytest_plugins.
-pytest_plugins = ["tests.fixtures.sandbox"]
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ from tests.fixtures.kubeapi import running_kubeapi
 from tests.helpers.mitigations import Target, incident_for, kube_args, ledger_entries, no_writes_since, strip
 from tests.helpers.modules import run_module, run_playbook
 
-pytest_plugins = ["tests.fixtures.redis"]
 pytestmark = pytest.mark.integration
 
 DEPLOYMENT = "/apis/apps/v1/namespaces/trading/deployments/trading-api"

@@ -8,7 +8,6 @@ from collections import Counter
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.redis"]
 pytestmark = pytest.mark.integration
 
 

@@ -153,7 +153,7 @@ def test_market_open_names_trading_api_and_climbs_the_whole_ladder() -> None:
     assert "12.4x" in reasons["ingress_rate_limit"]
     assert "60 retry lines" in reasons["client_retries"]
     assert "82%" in reasons["offender_scale_down"]
-    assert "current 16, desired 24, max 48" in reasons["hpa_pause"]
+    assert "current 16, desired 24, min 3, max 48" in reasons["hpa_pause"]
     assert {("redis", "utilization"), ("prometheus", "rejected_connections"), ("prometheus", "app_error_ratio"),
             ("kubernetes", "top_offender_share"), ("kubernetes", "retry_log_lines")} <= signals(result)
     # Breached evidence comes first.
@@ -334,7 +334,8 @@ def test_redis_capacity_when_maxclients_leaves_room(maxclients: int, fd_limit: i
     [
         (hpa(8, 16, 48), "scaling_up", True),
         (hpa(48, 48, 48), "at_max", True),
-        (hpa(8, 8, 48), "steady", False),
+        (hpa(8, 8, 48), "scaled_out", True),
+        (hpa(3, 3, 48), "steady", False),
         (hpa(8, 16, 48, paused=True), "paused", False),
         (None, "none", False),
     ],

@@ -73,14 +73,18 @@ def render(report: Mapping[str, Any]) -> bytes:
                     continue
                 style = "--" if result in ("planned", "unchanged") else "-"
                 axis.axvline(at, color=MARK_COLOURS[index % len(MARK_COLOURS)], linestyle=style, linewidth=1.4)
+        low, high = axes[0].get_xlim()
         for index, (at, rung, result) in enumerate(marks):
             if at is not None:
                 x = mdates.date2num(at)  # type: ignore[no-untyped-call]
+                # Labels of late marks go left of their line so they stay inside the chart.
+                right_half = high > low and (x - low) / (high - low) > 0.6
                 axes[0].annotate(
                     "%s (%s)" % (rung, result),
                     xy=(x, 1.0),
                     xycoords=("data", "axes fraction"),
-                    xytext=(3, -12 - 11 * (index % 4)),
+                    xytext=(-3 if right_half else 3, -12 - 11 * (index % 4)),
+                    horizontalalignment="right" if right_half else "left",
                     textcoords="offset points",
                     fontsize=8,
                     color=MARK_COLOURS[index % len(MARK_COLOURS)],

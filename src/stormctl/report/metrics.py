@@ -11,10 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-# The chart's three series; the same signals the recovery check snapshots.
+_REDIS_REJECTED = "sum(rate(redis_rejected_connections_total[1m]))"
+_CLIENTS_REJECTED = 'sum(rate(redis_client_errors_total{error="maxclients"}[1m]))'
+# The chart's three series. At maxclients redis_exporter cannot connect either (redis_up 0), so
+# Redis' own series go blind exactly during the storm: the clients' view fills in (for rejections,
+# whichever view counts more).
 QUERIES = {
     "connected_clients": "max(redis_connected_clients) or sum(redis_client_connections)",
-    "rejected_per_sec": "sum(rate(redis_rejected_connections_total[30s]))",
+    "rejected_per_sec": "((%s >= %s) or %s) or %s"
+    % (_REDIS_REJECTED, _CLIENTS_REJECTED, _CLIENTS_REJECTED, _REDIS_REJECTED),
     "p99_ms": "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket[30s]))) * 1000",
 }
 # Context shown before the first step and after the last one.
