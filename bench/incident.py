@@ -88,6 +88,12 @@ class _Sampler(threading.Thread):
             self._client = None
             return None
 
+    def baseline(self) -> int:
+        count = self._rejected()
+        if count is None:
+            raise RuntimeError("Redis refused the benchmark's admin connection before the storm")
+        return count
+
     def run(self) -> None:
         while not self.stop.is_set():
             with contextlib.suppress(OSError):
@@ -129,10 +135,15 @@ def _one(state_dir: Path, state: Dict[str, Any], name: str, reports: Path) -> Di
 
     spec = dict(yaml.safe_load((SCENARIO_DIR / ("%s.yml" % name)).read_text()))
     fleet_url = str(state["fleet"]["url"])
+    sampler = _Sampler(fleet_url, state)
+    # Connected before the storm: a saturated Redis refuses new connections, not held ones.
+    before_storm = sampler.baseline()
     services.storm(name, state_dir)
     _wait(lambda: _raging(fleet_url, spec), 150, "%s to saturate Redis" % name)
     incident_id = "bench-%s-%d" % (name, int(time.time()))
-    sampler = _Sampler(fleet_url, state)
+    at_start = sampler._rejected()
+    counted_from = "incident start" if at_start is not None else "storm start (a blip dropped the admin connection)"
+    sampler.rejected = [at_start if at_start is not None else before_storm]
     sampler.start()
     started = time.time()
     try:
@@ -158,6 +169,7 @@ def _one(state_dir: Path, state: Dict[str, Any], name: str, reports: Path) -> Di
         "rungs": [t["rung"] for t in facts.get("timeline") or [] if t["result"] in ("applied", "unchanged")],
         "peak_connections": sampler.peak_connections,
         "rejected_connections": rejected,
+        "rejected_counted_from": counted_from,
         "recovery_budget_seconds": spec["recovery_seconds"],
         "within_target": bool(to_recovered is not None and to_recovered <= TARGET_SECONDS),
     }

@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.redis",
     "tests.fixtures.kubeapi",
     "tests.fixtures.sandbox",
+    "tests.fixtures.compat",
 ]

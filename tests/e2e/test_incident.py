@@ -31,7 +31,6 @@ from tests.fixtures.sandbox import Sandbox
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
 
 # Until tests/conftest.py lists it in pytest_plugins.
-pytest_plugins = ["tests.fixtures.sandbox"]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

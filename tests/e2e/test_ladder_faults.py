@@ -31,7 +31,6 @@ from tests.fixtures.sandbox import Sandbox, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 # Until tests/conftest.py lists it in pytest_plugins.
-pytest_plugins = ["tests.fixtures.sandbox"]
 
 # Three rungs of market-open's culprit that each write one object: the ingress, then the retry
 # flag, then the breaker flag (the third write, which the fault breaks).

@@ -25,7 +25,6 @@ from tests.fixtures.sandbox import Sandbox
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 # Until tests/conftest.py lists it in pytest_plugins.
-pytest_plugins = ["tests.fixtures.sandbox"]
 
 
 def test_rollback_restores_the_pre_incident_state_and_a_second_rollback_changes_nothing(

@@ -19,7 +19,6 @@ from stormctl import report
 from stormctl.progress import RUNG_ROLES
 from tests.fixtures.sandbox import Sandbox, wait_for
 
-pytest_plugins = ["tests.fixtures.sandbox"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -26,7 +26,6 @@ from tests.fixtures.sandbox import Sandbox, wait_for
 pytestmark = pytest.mark.e2e
 
 # Until tests/conftest.py lists it in pytest_plugins.
-pytest_plugins = ["tests.fixtures.sandbox"]
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = REPO / "playbooks" / "triage.yml"
