@@ -69,7 +69,7 @@ e2e: setup
 	$(BIN)/pytest tests/e2e
 
 test: setup lint sanity
-	$(BIN)/pytest tests
+	$(BIN)/pytest tests --durations=25
 
 bench: setup
 	$(BIN)/python -m bench
