@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 DEBS := redis-server prometheus prometheus-redis-exporter prometheus-alertmanager
 SANITY_ROOT ?= $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
 GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
 .PHONY: help setup debs demo test lint sanity unit integration e2e bench build clean
@@ -74,8 +75,9 @@ test: setup lint sanity
 bench: setup
 	$(BIN)/python -m bench
 
+# DEMO_ARGS passes extra stormctl options (the end-to-end test runs the demo with --json).
 demo: setup
-	$(BIN)/stormctl drill market-open
+	$(BIN)/stormctl drill market-open $(DEMO_ARGS)
 
 build: setup
 	$(BIN)/ansible-galaxy collection build --force --output-path build/
