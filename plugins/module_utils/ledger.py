@@ -455,8 +455,13 @@ class Ledger:
         raise StormError("unreachable")  # pragma: no cover
 
     def _judge(self, entry: Dict[str, Any], live: Any, outcome: Dict[str, Any], force: bool,
-               read: Callable[[Any, Sequence[str]], Tuple[bool, Any]]) -> Optional[List[Dict[str, Any]]]:
-        """The fields to put back, or None when the outcome is already decided (unapplied/drifted)."""
+               read: Callable[[Any, Sequence[str]], Tuple[bool, Any]],
+               expected: Optional[Callable[[Dict[str, Any], bool, Any], bool]] = None
+               ) -> Optional[List[Dict[str, Any]]]:
+        """The fields to put back, or None when the outcome is already decided (unapplied/drifted).
+
+        ``expected(field, present, value)`` says whether a changed live value is a known, expected
+        mover's doing rather than drift."""
         at_before, to_put_back = [], []
         for field in entry.get("fields") or []:
             present, value = read(live, field["path"])
@@ -465,7 +470,7 @@ class Ledger:
             at_before.append(is_before)
             if is_before:
                 continue
-            if not is_after:
+            if not is_after and not (expected is not None and expected(field, present, value)):
                 outcome["drift"].append({"field": field_label(field["path"]), "set": field["after"],
                                          "found": value if present else None, "found_present": present})
             to_put_back.append(dict(field, live=value, live_present=present))
@@ -492,7 +497,14 @@ class Ledger:
                 entry["id"], ref.label))
             return self._close(entry, outcome, "missing", dry_run)
         live = with_overlay(live, overlay)
-        to_put_back = self._judge(entry, live, outcome, force, get_path)
+        autoscaler = self._paused_autoscaler(ref) if ref.subresource == "scale" else None
+
+        def scaled_down_by_autoscaler(field: Dict[str, Any], present: bool, value: Any) -> bool:
+            # our pause stops scale-up only: the autoscaler may still scale down as the load falls
+            return (autoscaler is not None and list(field["path"]) == ["spec", "replicas"] and present
+                    and isinstance(value, int) and isinstance(field["after"], int) and value < field["after"])
+
+        to_put_back = self._judge(entry, live, outcome, force, get_path, scaled_down_by_autoscaler)
         if to_put_back is None:
             if outcome["outcome"] == "unapplied":
                 return self._close(entry, outcome, "failed", dry_run)
@@ -525,10 +537,28 @@ class Ledger:
         if to_put_back:
             msg = "%s: put back %s of %s" % (entry["id"], ", ".join(field_label(f["path"]) for f in to_put_back),
                                              ref.label)
+            moved = [f for f in to_put_back if scaled_down_by_autoscaler(f, f["live_present"], f["live"])]
+            if moved:
+                msg += " (%s, paused for scale-up only, had scaled it down from %s to %s)" % (
+                    autoscaler, moved[0]["after"], moved[0]["live"])
         else:
             msg = "%s: %s already has the recorded values" % (entry["id"], ref.label)
         outcome.update(outcome="restored", changed=bool(to_put_back), msg=msg)
         return self._close(entry, outcome, "restored", dry_run)
+
+    def _paused_autoscaler(self, workload: ObjectRef) -> Optional[str]:
+        """The HPA this incident paused that scales ``workload``, by label (None when there is none)."""
+        for entry in self.entries():
+            target = entry.get("target") or {}
+            if (entry.get("module") != "hpa_pause" or entry.get("state") == "failed"
+                    or target.get("kind") != "HorizontalPodAutoscaler"
+                    or target.get("namespace") != workload.namespace):
+                continue
+            hpa = ObjectRef.from_target(target)
+            scales = ((self.kube.find(hpa.path) or {}).get("spec") or {}).get("scaleTargetRef") or {}
+            if scales.get("kind") == workload.kind and scales.get("name") == workload.name:
+                return hpa.label
+        return None
 
     def _patch(self, path: str, patch: Dict[str, Any], query: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         return self.kube.request("PATCH", path, body=patch, query=query, content_type=MERGE_PATCH)

@@ -1,5 +1,5 @@
-"""Shared steps of the incident, rollback and fault tests: run a playbook as an operator would,
-read what it left (incident facts, ledger, Lease, audit log), and snapshot what the ladder may touch.
+"""Shared steps of the triage, incident, rollback and fault tests: run a playbook as an operator would,
+read what it left (verdict, incident facts, ledger, Lease, audit log), and snapshot what the ladder may touch.
 
 Everything here reads the sandbox the way a user checks it: the emulator's API and audit log,
 Redis' CONFIG GET, the incident facts file the report role writes.
@@ -63,6 +63,17 @@ class Run:
         return int(found[-1])
 
     @property
+    def changed_tasks(self) -> List[str]:
+        """The TASK headers of the tasks that reported a change."""
+        found, task = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line.rstrip("* ")
+            elif line.startswith("changed: [") and task not in found:
+                found.append(task)
+        return found
+
+    @property
     def timeline(self) -> List[Dict[str, Any]]:
         assert self.facts is not None, "no incident facts were written:\n%s" % self.output[-3000:]
         return list(self.facts["timeline"])
@@ -97,6 +108,43 @@ def playbook(box: Sandbox, name: str, tmp_path: Path, *args: str, timeout: float
     incident_id = extra.get("incident_id")
     facts = reports / str(incident_id) / "facts-sandbox-redis.json" if incident_id else None
     return Run(done, started, time.time(), facts)
+
+
+class Triage:
+    """One ansible-playbook run of triage.yml and the verdict it wrote (``triage_output_file``)."""
+
+    def __init__(self, verdict: Optional[Dict[str, Any]], done: subprocess.CompletedProcess[str]) -> None:
+        self.verdict = verdict
+        self.rc = done.returncode
+        self.output = done.stdout + done.stderr
+
+    @property
+    def top(self) -> Dict[str, Any]:
+        assert self.verdict is not None and self.verdict["offenders"], self.output
+        return dict(self.verdict["offenders"][0])
+
+    @property
+    def rungs(self) -> List[str]:
+        assert self.verdict is not None, self.output
+        return [r["rung"] for r in self.verdict["recommended_rungs"]]
+
+    def degraded(self, partial: bool = False) -> List[str]:
+        assert self.verdict is not None, self.output
+        return [d["source"] for d in self.verdict["degraded_sources"] if bool(d.get("partial")) == partial]
+
+
+def triage(box: Sandbox, tmp_path: Path, check: bool = False, timeout: float = 180, **extra_vars: Any) -> Triage:
+    """Run playbooks/triage.yml; the verdict is read from the file the role writes, never from the console."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    output = tmp_path / ("verdict-%d.json" % time.monotonic_ns())
+    extra = dict(extra_vars, triage_output_file=str(output))
+    command = [ANSIBLE_PLAYBOOK, "-i", str(INVENTORY), str(PLAYBOOKS / "triage.yml"), "-e", json.dumps(extra)]
+    if check:
+        command.append("--check")
+    done = subprocess.run(command, cwd=REPO, env=box.env(ANSIBLE_NOCOLOR="1"), capture_output=True, text=True,
+                          timeout=timeout)
+    verdict = json.loads(output.read_text()) if output.exists() else None
+    return Triage(verdict, done)
 
 
 def start(box: Sandbox, name: str, tmp_path: Path, *args: str, **extra_vars: Any) -> Tuple[subprocess.Popen[str], Path]:

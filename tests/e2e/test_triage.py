@@ -1,8 +1,9 @@
-"""playbooks/triage.yml on the sandbox, through ansible-playbook, as an on-call engineer runs it.
+"""playbooks/triage.yml on the sandbox, through ansible-playbook, as an on-call engineer runs it:
+a quiet sandbox, each source failing in turn, and bad inventory values. Triage of each scenario's
+storm, normal and --check, is the first step of tests/e2e/test_incident.py.
 
 The verdict is read from the JSON file the role writes (``triage_output_file``), never from
-the console. Each storm test starts from the baseline world (``calm_sandbox``), raises the
-storm, waits until the sandbox's own ground truth (the fleet's status) shows it, then triages.
+the console.
 """
 
 from __future__ import annotations
@@ -10,86 +11,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import pytest
-import yaml
 
 from stormctl.sandbox.stormgen import StormGen
+from tests.e2e.ladder_support import OPERATOR, triage
 from tests.fixtures.sandbox import Sandbox, wait_for
 
 pytestmark = pytest.mark.e2e
-
-# Until tests/conftest.py lists it in pytest_plugins.
-
-REPO = Path(__file__).resolve().parents[2]
-PLAYBOOK = REPO / "playbooks" / "triage.yml"
-INVENTORY = REPO / "inventories" / "sandbox"
-ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
-SCENARIO_DIR = REPO / "src" / "stormctl" / "sandbox" / "scenarios"
-# big-storm is the benchmark's load (bench/triage.py); the others are the incidents to triage.
-SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.yml") if p.stem not in ("world", "big-storm"))
-OPERATOR = "storm-operator"
-READ_VERBS = {"get", "list", "watch"}
-
-
-def scenario(name: str) -> Dict[str, Any]:
-    return dict(yaml.safe_load((SCENARIO_DIR / ("%s.yml" % name)).read_text()))
-
-
-class Triage:
-    """One ansible-playbook run of triage.yml and what it left behind."""
-
-    def __init__(self, verdict: Optional[Dict[str, Any]], done: subprocess.CompletedProcess[str]) -> None:
-        self.verdict = verdict
-        self.rc = done.returncode
-        self.output = done.stdout + done.stderr
-
-    @property
-    def top(self) -> Dict[str, Any]:
-        assert self.verdict is not None and self.verdict["offenders"], self.output
-        return dict(self.verdict["offenders"][0])
-
-    @property
-    def rungs(self) -> List[str]:
-        assert self.verdict is not None, self.output
-        return [r["rung"] for r in self.verdict["recommended_rungs"]]
-
-    def degraded(self, partial: bool = False) -> List[str]:
-        assert self.verdict is not None, self.output
-        return [d["source"] for d in self.verdict["degraded_sources"] if bool(d.get("partial")) == partial]
-
-
-def triage(box: Sandbox, tmp_path: Path, check: bool = False, timeout: float = 180,
-           **extra_vars: Any) -> Triage:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    output = tmp_path / ("verdict-%d.json" % time.monotonic_ns())
-    extra = dict(extra_vars, triage_output_file=str(output))
-    command = [ANSIBLE_PLAYBOOK, "-i", str(INVENTORY), str(PLAYBOOK), "-e", json.dumps(extra)]
-    if check:
-        command.append("--check")
-    done = subprocess.run(command, cwd=REPO, env=box.env(ANSIBLE_NOCOLOR="1"), capture_output=True, text=True,
-                          timeout=timeout)
-    verdict = json.loads(output.read_text()) if output.exists() else None
-    return Triage(verdict, done)
 
 
 def fleet_status(box: Sandbox) -> Dict[str, Any]:
     with urllib.request.urlopen(box["fleet"]["url"] + "/status", timeout=10) as response:
         return dict(json.loads(response.read()))
-
-
-def storm_raging(box: Sandbox, culprit: str) -> bool:
-    """The sandbox's truth: Redis is at maxclients now, and the culprit holds the most connections."""
-    status = fleet_status(box)
-    held = {"%s/%s" % (w["namespace"], w["name"]): int(w["connections"]) for w in status["workloads"]}
-    saturated = status["connections"] >= 0.9 * _maxclients(box) or redis_refuses(box)
-    return saturated and max(held, key=lambda k: held[k]) == culprit
 
 
 def _maxclients(box: Sandbox) -> int:
@@ -117,19 +54,13 @@ def pod_ip(box: Sandbox, workload: str) -> str:
     pytest.fail("no pod IP for %s in the fleet's status" % workload)
 
 
-def wait_prometheus_quiet(box: Sandbox, window: str = "30s", churn: float = 25.0) -> None:
+def wait_prometheus_quiet(box: Sandbox, window: str, churn: float) -> None:
     """Wait until the previous storm has left Prometheus' windows: no peak, rejection or reconnect wave."""
     limit = 0.7 * _maxclients(box)
     wait_for(lambda: (box.prom_value("max(max_over_time(redis_connected_clients[%s]))" % window) or 0) < limit
              and (box.prom_value("sum(increase(redis_rejected_connections_total[%s]))" % window) or 0) == 0
              and (box.prom_value("sum(rate(redis_connections_received_total[%s]))" % window) or 0) < churn,
              150, "Prometheus to see a quiet Redis over the last %s" % window)
-
-
-@pytest.fixture
-def quiet_sandbox(calm_sandbox: Sandbox) -> Sandbox:
-    wait_prometheus_quiet(calm_sandbox)
-    return calm_sandbox
 
 
 @pytest.fixture
@@ -151,6 +82,7 @@ def stormgen_saturating(calm_sandbox: Sandbox) -> Iterator[StormGen]:
 # ------------------------------------------------------------------ the verdicts
 
 
+@pytest.mark.quiet_world
 def test_quiet_sandbox_has_no_storm_and_no_rungs(calm_sandbox: Sandbox, tmp_path: Path) -> None:
     box = calm_sandbox
     # Quiet in Prometheus' eyes too: no peak, rejection, reconnect wave or 5xx in the last minute.
@@ -166,71 +98,6 @@ def test_quiet_sandbox_has_no_storm_and_no_rungs(calm_sandbox: Sandbox, tmp_path
     assert run.verdict["sources_answered"] == ["redis", "prometheus", "kubernetes"]
     assert run.degraded() == []
     assert "Verdict: no connection storm" in run.output
-
-
-@pytest.mark.parametrize("name", SCENARIOS)
-def test_every_scenario_names_its_culprit(quiet_sandbox: Sandbox, tmp_path: Path, name: str) -> None:
-    box = quiet_sandbox
-    spec = scenario(name)
-    culprit = "%s/%s" % (spec["culprit"]["namespace"], spec["culprit"]["name"])
-    box.storm(name)
-    wait_for(lambda: storm_raging(box, culprit), 120, "%s to saturate Redis with %s on top" % (name, culprit))
-    run = triage(box, tmp_path)
-    assert run.rc == 0, run.output
-    verdict = run.verdict
-    assert verdict is not None, run.output
-    seen = "%s\n%s" % (verdict["summary"], json.dumps(verdict["evidence"], indent=1))
-    assert verdict["storm"] is True, seen
-    assert verdict["severity"] == "critical", seen
-    assert verdict["bottleneck_confirmed"]["confirmed"] is True, seen
-    assert "%s/%s" % (run.top["namespace"], run.top["name"]) == culprit, verdict["offenders"][:3]
-    missing = [rung for rung in spec["expected_rungs"] if rung not in run.rungs]
-    assert not missing, "%s: expected %s, recommended %s" % (name, spec["expected_rungs"],
-                                                           verdict["recommended_rungs"])
-    # Every recommendation carries its reason, in ladder order.
-    ladder = ["ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down",
-              "hpa_pause"]
-    assert run.rungs == [r for r in ladder if r in run.rungs]
-    assert all(r["reason"] for r in verdict["recommended_rungs"])
-    assert "Verdict: critical connection storm, top offender %s" % culprit in run.output
-
-
-def test_check_mode_gives_the_same_verdict_and_nothing_is_written(quiet_sandbox: Sandbox, tmp_path: Path) -> None:
-    box = quiet_sandbox
-    # The storm itself sets maxclients (and sets it back on calm): everything else must stay as it was.
-    config_before = _redis_config(box, ignore=("maxclients",))
-    box.storm("bad-pool-config")
-    wait_for(lambda: storm_raging(box, "wallet/wallet-service"), 120, "bad-pool-config to saturate Redis")
-    seq_before = max((e["seq"] for e in box.audit()), default=0)
-    normal = triage(box, tmp_path / "run")
-    checked = triage(box, tmp_path / "check", check=True)
-    for run in (normal, checked):
-        assert run.rc == 0, run.output
-    assert normal.verdict is not None and checked.verdict is not None
-    for key in ("storm", "severity"):
-        assert normal.verdict[key] == checked.verdict[key]
-    assert normal.verdict["bottleneck_confirmed"]["confirmed"] == checked.verdict["bottleneck_confirmed"]["confirmed"]
-    assert (normal.top["namespace"], normal.top["name"]) == (checked.top["namespace"], checked.top["name"])
-    assert normal.rungs == checked.rungs
-    assert "changed=0" in normal.output and "changed=0" in checked.output
-    writes = [e for e in box.audit() if e["seq"] > seq_before and e["user"] == OPERATOR and e["verb"] not in READ_VERBS]
-    assert writes == []
-    # It did read the cluster (the audit log records writes only).
-    assert "kubernetes" in normal.verdict["sources_answered"] and "kubernetes" in checked.verdict["sources_answered"]
-    box.calm()
-    box.wait_quiet()
-    assert _redis_config(box, ignore=("maxclients",)) == config_before
-
-
-def _redis_config(box: Sandbox, ignore: tuple[str, ...] = ()) -> Dict[str, str]:
-    def read() -> Dict[str, str]:
-        client = box.redis()
-        try:
-            return {k: v for k, v in client.config_get("*").items() if k not in ignore}
-        finally:
-            client.close()
-
-    return dict(wait_for(read, 60, "Redis to accept a connection for CONFIG GET"))
 
 
 # ------------------------------------------------------------------ a source that cannot be read

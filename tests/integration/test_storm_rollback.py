@@ -105,6 +105,28 @@ def test_drift_blocks_only_that_entry_and_force_restores_it(cluster: Any) -> Non
     assert Target(cluster, FLAGS).value(("data", "redis.retry.aggressive")) == "true"
 
 
+@pytest.mark.parametrize(("moved_to", "drift"), [(3, False), (5, True)])
+def test_a_paused_hpa_scaling_down_is_not_drift_but_a_scale_up_is(cluster: Any, moved_to: int, drift: bool) -> None:
+    # offender_scale_down's order: pause the HPA (scale-up only), then scale down
+    base = dict(common(cluster), namespace="trading", name="trading-api")
+    for module, extra in (("hpa_pause", {}), ("workload_scale", {"replicas": 4})):
+        assert run_module(module, dict(base, **extra))["changed"]
+    # the HPA's own scale-down as the load falls (or, for 5, a hand on the scale)
+    cluster.request("PATCH", DEPLOYMENT + "/scale", {"spec": {"replicas": moved_to}}, token="operator",
+                    content_type="application/merge-patch+json")
+    done = rollback(cluster)
+    scale = next(e for e in done["entries"] if e["module"] == "workload_scale")
+    if drift:
+        assert done.failed and scale["outcome"] == "drifted"
+        assert "spec.replicas: we set 4, found 5" in done.msg
+        assert Target(cluster, DEPLOYMENT).value(("spec", "replicas")) == 5
+    else:
+        assert not done.failed and done["summary"]["restored"] == 2, done.msg
+        assert "HorizontalPodAutoscaler trading/trading-api, paused for scale-up only, had scaled it down from 4 " \
+               "to 3" in scale["msg"]
+        assert Target(cluster, DEPLOYMENT).value(("spec", "replicas")) == 6
+
+
 def test_deleted_object_is_reported_missing(cluster: Any) -> None:
     mitigate(cluster)
     cluster.request("DELETE", HPA, token="operator")

@@ -6,6 +6,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -16,7 +17,8 @@ from stormctl.sandbox import services
 from stormctl.sandbox.state import resolve_dir
 
 TRIAGE = common.Command(name="triage", playbook="triage.yml", mutating=False, reports=False)
-# Triage runs in a row that must see the storm: a storm's first burst can pass before the incident starts.
+# Triage runs in a row that must see the storm at its peak (critical): a storm's first burst of new
+# connections is only a warning and can settle before the incident's own triage runs.
 CONFIRMATIONS = 2
 
 
@@ -70,7 +72,7 @@ def _incident_args(args: argparse.Namespace, incident_id: str) -> argparse.Names
 
 
 def wait_for_storm(args: argparse.Namespace, incident_id: str, console: Console) -> int:
-    """Run triage until it sees the storm CONFIRMATIONS times in a row; the number of triage runs it took."""
+    """Run triage until it sees a critical storm CONFIRMATIONS times in a row; the number of triage runs it took."""
     triage_args = _incident_args(args, incident_id)
     triage_args.yes = False
     deadline = time.monotonic() + args.wait
@@ -82,12 +84,18 @@ def wait_for_storm(args: argparse.Namespace, incident_id: str, console: Console)
         if not result.successful:
             reasons = "; ".join("%s: %s" % (f["task"], f["msg"]) for f in result.failures) or result.status
             raise StormctlError("triage failed while waiting for the storm: %s" % reasons)
-        seen = seen + 1 if any(t.get("storm") for t in result.triage.values()) else 0
-        console.print("triage run %d: %s" % (attempt, "storm" if seen else "no storm yet"))
+        critical = any(t.get("storm") and t.get("severity") == "critical" for t in result.triage.values())
+        seen = seen + 1 if critical else 0
+        console.print("triage run %d: %s" % (attempt, "critical storm" if critical else _seen(result.triage)))
         if seen >= CONFIRMATIONS:
             return attempt
         if time.monotonic() >= deadline:
             raise StormctlError("triage did not see the storm within %.0f s (%d runs)" % (args.wait, attempt))
+
+
+def _seen(verdicts: dict[str, dict[str, Any]]) -> str:
+    storms = [str(v.get("severity")) for v in verdicts.values() if v.get("storm")]
+    return "%s storm, waiting for it to turn critical" % storms[0] if storms else "no storm yet"
 
 
 def _drill(args: argparse.Namespace) -> int:
