@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 from urllib.parse import quote, urlencode
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
@@ -315,3 +315,28 @@ def path_for(api_version: str, plural: str, namespace: Optional[str] = None, nam
     if subresource:
         parts.append(subresource)
     return "/".join(parts)
+
+
+def run_kube_module(module: Any, work: Callable[[Kube], Dict[str, Any]]) -> NoReturn:
+    """The ``main()`` of a module that works through the API after AnsibleModule: run ``work``, exit or fail.
+
+    A ``StormError`` becomes ``fail_json(msg=..., **details)``; ``diff`` is returned in diff mode
+    only; ``warnings`` become module warnings; a result with ``failed`` fails the task.
+    """
+    from ansible.module_utils.basic import missing_required_lib
+
+    if not HAS_KUBERNETES:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    try:
+        result = work(Kube(kube_options(module.params)))
+    except StormError as exc:
+        module.fail_json(msg=exc.message, **exc.details)
+        raise  # fail_json exits; this line is only reached in tests that stub it
+    if not module._diff:
+        result.pop("diff", None)
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
+    raise SystemExit(0)  # exit_json exits; keeps the NoReturn promise for stubs

@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 import time as _time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.error import HTTPError, URLError
@@ -47,6 +48,8 @@ EXPECT_OPS: Dict[str, Callable[[float, float], bool]] = {
 
 # Longer query strings go in a POST form body: proxies and servers cap URL length.
 GET_LIMIT = 2000
+# Queries asked at once by run_queries (a triage asks about a dozen).
+PARALLEL_QUERIES = 8
 
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
@@ -403,18 +406,21 @@ def run_queries(
     Returns ``(results, answered)``. Errors that concern Prometheus as a whole (unreachable,
     timeout, credentials, TLS) are raised, so a dead server is one clear failure.
     """
-    answers: Dict[str, Dict[str, Any]] = {}
-    answered = 0
-    for name, query in queries.items():
+    def ask(query: str) -> Tuple[Dict[str, Any], bool]:
         try:
-            answers[name] = run_query(client, dict(params, query=query))
-            answers[name]["query"] = query
-            answered += 1
+            return dict(run_query(client, dict(params, query=query)), query=query), True
         except PrometheusError as exc:
             if not exc.error_type and exc.status in (0, 401, 403):
                 raise
-            answers[name] = {
-                "query": query, "result_type": None, "series": [], "value": None, "ok": None,
-                "error": exc.error or exc.message, "errorType": exc.error_type,
-            }
+            return {"query": query, "result_type": None, "series": [], "value": None, "ok": None,
+                    "error": exc.error or exc.message, "errorType": exc.error_type}, False
+
+    # The queries are independent: asked side by side, the module waits for the slowest, not the sum.
+    with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_QUERIES, len(queries)))) as pool:
+        futures = {name: pool.submit(ask, query) for name, query in queries.items()}
+        answers: Dict[str, Dict[str, Any]] = {}
+        answered = 0
+        for name, future in futures.items():
+            answers[name], ok = future.result()
+            answered += int(ok)
     return answers, answered

@@ -115,15 +115,10 @@ msg:
   sample: "acquired lock redis-storm/redis-storm-lock-payments-redis"
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
-    HAS_KUBERNETES,
-    KUBE_ARG_SPEC,
-    KUBERNETES_IMPORT_ERROR,
-    Kube,
-    kube_options,
-)
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Lock
 
 
@@ -141,21 +136,16 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     params = module.params
-    try:
-        lock = Lock(Kube(kube_options(params)), params["ledger_namespace"], params["name"] or params["incident_id"],
+
+    def work(kube: Kube) -> Dict[str, Any]:
+        lock = Lock(kube, params["ledger_namespace"], params["name"] or params["incident_id"],
                     holder=params["holder"], check_mode=module.check_mode)
         if params["state"] == "acquired":
-            result = lock.acquire(params["ttl_seconds"], force=params["force"])
-        else:
-            result = lock.release(force=params["force"])
-    except StormError as exc:
-        module.fail_json(msg=exc.message, **exc.details)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+            return lock.acquire(params["ttl_seconds"], force=params["force"])
+        return lock.release(force=params["force"])
+
+    run_kube_module(module, work)
 
 
 if __name__ == "__main__":

@@ -194,15 +194,10 @@ degraded:
   sample: ["pod CPU: the metrics.k8s.io API is not served here (no metrics-server)"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
-    HAS_KUBERNETES,
-    KUBE_ARG_SPEC,
-    KUBERNETES_IMPORT_ERROR,
-    Kube,
-    kube_options,
-)
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.offenders import (
     DEFAULT_LOG_SIGNATURES,
     OffenderFinder,
@@ -220,21 +215,17 @@ def main() -> None:
         **KUBE_ARG_SPEC,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     params = module.params
     signatures = params["log_signatures"]
     if signatures is None:
         signatures = DEFAULT_LOG_SIGNATURES
-    try:
-        finder = OffenderFinder(
-            Kube(kube_options(params)), params["namespaces"], params["log_tail_lines"],
-            {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"],
-        )
-        result = finder.find(params["sources"])
-    except StormError as exc:
-        module.fail_json(msg=exc.message, **exc.details)
-    module.exit_json(changed=False, **result)
+
+    def work(kube: Kube) -> Dict[str, Any]:
+        finder = OffenderFinder(kube, params["namespaces"], params["log_tail_lines"],
+                                {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"])
+        return dict(finder.find(params["sources"]), changed=False)
+
+    run_kube_module(module, work)
 
 
 if __name__ == "__main__":

@@ -130,15 +130,10 @@ msg:
   sample: "rollback of incident inc-1: 3 restored"
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
-    HAS_KUBERNETES,
-    KUBE_ARG_SPEC,
-    KUBERNETES_IMPORT_ERROR,
-    Kube,
-    kube_options,
-)
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import rollback
 
@@ -154,19 +149,11 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
-    try:
-        result = rollback(Kube(kube_options(module.params)), module.params, module.check_mode)
-    except StormError as exc:
-        module.fail_json(msg=exc.message, **exc.details)
-    if not module._diff:
-        result.pop("diff")
-    for warning in result.pop("warnings", []):
-        module.warn(warning)
-    if result.get("failed"):
-        module.fail_json(**result)
-    module.exit_json(**result)
+
+    def work(kube: Kube) -> Dict[str, Any]:
+        return rollback(kube, module.params, module.check_mode)
+
+    run_kube_module(module, work)
 
 
 if __name__ == "__main__":

@@ -137,15 +137,10 @@ msg:
   sample: "offender_scale_down: attempt 1 started"
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
-    HAS_KUBERNETES,
-    KUBE_ARG_SPEC,
-    KUBERNETES_IMPORT_ERROR,
-    Kube,
-    kube_options,
-)
+from typing import Any, Dict
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Rungs
 
 
@@ -164,24 +159,18 @@ def main() -> None:
         ),
         supports_check_mode=True,
     )
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     params = module.params
-    try:
-        rungs = Rungs(Kube(kube_options(params)), params["incident_id"], params["ledger_namespace"],
-                      check_mode=module.check_mode)
+
+    def work(kube: Kube) -> Dict[str, Any]:
+        rungs = Rungs(kube, params["incident_id"], params["ledger_namespace"], check_mode=module.check_mode)
         limits = (params["max_attempts"], params["cooldown_seconds"])
         if params["state"] == "query":
-            result = rungs.query(params["rung"], *limits)
-        elif params["state"] == "started":
-            result = rungs.started(params["rung"], *limits, force=params["force"])
-        else:
-            result = rungs.finished(params["rung"], params["outcome"], *limits)
-    except StormError as exc:
-        module.fail_json(msg=exc.message, **exc.details)
-    if not module._diff:
-        result.pop("diff", None)
-    module.exit_json(**result)
+            return rungs.query(params["rung"], *limits)
+        if params["state"] == "started":
+            return rungs.started(params["rung"], *limits, force=params["force"])
+        return rungs.finished(params["rung"], params["outcome"], *limits)
+
+    run_kube_module(module, work)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The runbook on the sandbox, as the on-call engineer works it: triage.yml (and its --check twin),
-then incident.yml as a dry run, then the real run, then the same incident again once Redis has recovered.
+then incident.yml as a dry run, then the real run, then the same incident again once Redis has recovered,
+then rollback.yml back to the pre-incident state, twice.
 
 Each scenario starts from the baseline world (`calm_sandbox`), raises its storm and waits until
 the sandbox's own truth (the fleet) shows Redis saturated by the scenario's culprit. What the
@@ -20,6 +21,7 @@ from tests.e2e.ladder_support import (
     SCENARIOS,
     HeldRedis,
     Triage,
+    assert_restored,
     audit_seq,
     lease,
     ledger,
@@ -28,13 +30,12 @@ from tests.e2e.ladder_support import (
     raise_storm,
     real_writes,
     scenario,
+    snapshot,
     triage,
 )
 from tests.fixtures.sandbox import Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(480)]
-
-# Until tests/conftest.py lists it in pytest_plugins.
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -45,7 +46,8 @@ def test_triage_names_the_culprit_the_dry_run_changes_nothing_and_the_ladder_rec
     held = HeldRedis(box)
     try:
         raise_storm(box, name)
-        config_before = held.config()
+        before = snapshot(box, held)
+        config_before = before["redis"]
 
         # 0. Triage, normal and --check: the same verdict naming the culprit, and nothing written.
         seq = audit_seq(box)
@@ -114,6 +116,20 @@ def test_triage_names_the_culprit_the_dry_run_changes_nothing_and_the_ladder_rec
             assert again.changed == 0, (again.changed_tasks, again.output[-4000:])
             assert patched == set(), "the rerun changed objects: %s" % patched
         assert lease(box) is None
+
+        # 4. Rollback: everything the incident changed is back at its pre-incident value; a second one is a no-op.
+        entries = ledger(box, incident_id)
+        first = playbook(box, "rollback", tmp_path / "rollback", incident_id=incident_id)
+        assert first.rc == 0, first.output[-4000:]
+        assert first.changed > 0 and "restored" in first.output
+        assert_restored(box, held, before, entries)
+        assert all(e["state"] == "restored" for e in ledger(box, incident_id) if e["state"] != "failed")
+        assert lease(box) is None
+        seq = audit_seq(box)
+        second = playbook(box, "rollback", tmp_path / "rollback-again", incident_id=incident_id)
+        assert second.rc == 0, second.output[-4000:]
+        assert second.changed == 0, (second.changed_tasks, second.output[-4000:])
+        assert [w for w in real_writes(operator_writes(box, seq)) if w["verb"] == "patch"] == []
     finally:
         held.close()
 

@@ -30,8 +30,6 @@ from tests.fixtures.sandbox import Sandbox, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
-# Until tests/conftest.py lists it in pytest_plugins.
-
 # Three rungs of market-open's culprit that each write one object: the ingress, then the retry
 # flag, then the breaker flag (the third write, which the fault breaks).
 THREE_WRITES = "ingress_rate_limit,client_retries,circuit_breaker"

@@ -14,8 +14,6 @@ from kubernetes import client
 
 from tests.fixtures.sandbox import Sandbox, wait_for
 
-# Until tests/conftest.py lists it in pytest_plugins.
-
 pytestmark = pytest.mark.integration
 
 SIGNATURES = ("ERR max number of clients reached", "RedisTimeoutException", "Connection reset by peer",

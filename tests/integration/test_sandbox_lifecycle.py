@@ -21,8 +21,6 @@ from stormctl.sandbox import procs, services
 from tests.fixtures.sandbox import Sandbox, wait_for
 from tests.fixtures.services import require_binary
 
-# Until tests/conftest.py lists it in pytest_plugins.
-
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
