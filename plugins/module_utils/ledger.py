@@ -497,12 +497,16 @@ class Ledger:
                 entry["id"], ref.label))
             return self._close(entry, outcome, "missing", dry_run)
         live = with_overlay(live, overlay)
-        autoscaler = self._paused_autoscaler(ref) if ref.subresource == "scale" else None
+        autoscaler: List[Optional[str]] = []  # looked up once, and only for replicas below what we set
 
         def scaled_down_by_autoscaler(field: Dict[str, Any], present: bool, value: Any) -> bool:
             # our pause stops scale-up only: the autoscaler may still scale down as the load falls
-            return (autoscaler is not None and list(field["path"]) == ["spec", "replicas"] and present
-                    and isinstance(value, int) and isinstance(field["after"], int) and value < field["after"])
+            if not (ref.subresource == "scale" and list(field["path"]) == ["spec", "replicas"] and present
+                    and isinstance(value, int) and isinstance(field["after"], int) and value < field["after"]):
+                return False
+            if not autoscaler:
+                autoscaler.append(self._paused_autoscaler(ref))
+            return autoscaler[0] is not None
 
         to_put_back = self._judge(entry, live, outcome, force, get_path, scaled_down_by_autoscaler)
         if to_put_back is None:
@@ -540,7 +544,7 @@ class Ledger:
             moved = [f for f in to_put_back if scaled_down_by_autoscaler(f, f["live_present"], f["live"])]
             if moved:
                 msg += " (%s, paused for scale-up only, had scaled it down from %s to %s)" % (
-                    autoscaler, moved[0]["after"], moved[0]["live"])
+                    autoscaler[0], moved[0]["after"], moved[0]["live"])
         else:
             msg = "%s: %s already has the recorded values" % (entry["id"], ref.label)
         outcome.update(outcome="restored", changed=bool(to_put_back), msg=msg)

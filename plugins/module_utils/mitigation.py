@@ -33,12 +33,10 @@ from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Unio
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GUARD_ARG_SPEC, Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
-    HAS_KUBERNETES,
     KUBE_ARG_SPEC,
-    KUBERNETES_IMPORT_ERROR,
     Kube,
     KubeApiError,
-    kube_options,
+    run_kube_module,
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
     ABSENT,
@@ -335,24 +333,15 @@ def run_module(module: Any, build_plan: Callable[[Kube, Dict[str, Any]], Union[P
 
     ``extra(result)`` returns module-specific keys (e.g. ``replicas_before``) to add; it sees the
     result, including ``live`` (the object as read before the write, for a single plan).
-    A ``StormError`` becomes ``fail_json(msg=..., **details)``.
+    A ``StormError`` becomes ``fail_json(msg=..., **details)`` (``run_kube_module``).
     """
-    from ansible.module_utils.basic import missing_required_lib
 
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
-    try:
-        kube = Kube(kube_options(module.params))
+    def work(kube: Kube) -> Dict[str, Any]:
         mitigator = Mitigator(kube, module.params, check_mode=module.check_mode, diff=module._diff)
         result = mitigator.run(build_plan(kube, module.params))
         if extra is not None:
             result.update(extra(result))
-    except StormError as exc:
-        module.fail_json(msg=exc.message, **exc.details)
-        raise  # fail_json exits; this line is only reached in tests that stub it
-    warnings = result.pop("warnings", [])
-    result.pop("live", None)
-    for warning in warnings:
-        module.warn(warning)
-    module.exit_json(**result)
-    raise SystemExit(0)  # exit_json exits; keeps the NoReturn promise for stubs
+        result.pop("live", None)
+        return result
+
+    run_kube_module(module, work)

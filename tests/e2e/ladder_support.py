@@ -113,10 +113,10 @@ def playbook(box: Sandbox, name: str, tmp_path: Path, *args: str, timeout: float
 class Triage:
     """One ansible-playbook run of triage.yml and the verdict it wrote (``triage_output_file``)."""
 
-    def __init__(self, verdict: Optional[Dict[str, Any]], done: subprocess.CompletedProcess[str]) -> None:
+    def __init__(self, verdict: Optional[Dict[str, Any]], run: Run) -> None:
         self.verdict = verdict
-        self.rc = done.returncode
-        self.output = done.stdout + done.stderr
+        self.rc = run.rc
+        self.output = run.output
 
     @property
     def top(self) -> Dict[str, Any]:
@@ -137,14 +137,9 @@ def triage(box: Sandbox, tmp_path: Path, check: bool = False, timeout: float = 1
     """Run playbooks/triage.yml; the verdict is read from the file the role writes, never from the console."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     output = tmp_path / ("verdict-%d.json" % time.monotonic_ns())
-    extra = dict(extra_vars, triage_output_file=str(output))
-    command = [ANSIBLE_PLAYBOOK, "-i", str(INVENTORY), str(PLAYBOOKS / "triage.yml"), "-e", json.dumps(extra)]
-    if check:
-        command.append("--check")
-    done = subprocess.run(command, cwd=REPO, env=box.env(ANSIBLE_NOCOLOR="1"), capture_output=True, text=True,
-                          timeout=timeout)
-    verdict = json.loads(output.read_text()) if output.exists() else None
-    return Triage(verdict, done)
+    run = playbook(box, "triage", tmp_path, *(["--check"] if check else []), timeout=timeout,
+                   triage_output_file=str(output), **extra_vars)
+    return Triage(json.loads(output.read_text()) if output.exists() else None, run)
 
 
 def start(box: Sandbox, name: str, tmp_path: Path, *args: str, **extra_vars: Any) -> Tuple[subprocess.Popen[str], Path]:
