@@ -50,7 +50,8 @@ $(GET_PIP):
 lint: setup
 	$(BIN)/ruff check src plugins tests bench
 	$(BIN)/mypy src plugins
-	$(BIN)/ansible-lint
+	# its syntax check loads the default inventory, the sandbox's, which stops a run when no sandbox is up
+	ANSIBLE_INVENTORY_UNPARSED_FAILED=false $(BIN)/ansible-lint
 
 # ansible-test reads the real working directory, so it runs on an export of the tree.
 sanity: setup

@@ -25,7 +25,7 @@ SCENARIO = "big-storm"
 CONNECTIONS = 5000
 # The scenario holds "about 5,000": its fleet settles a little under the round number.
 ENOUGH = int(CONNECTIONS * 0.95)
-ROUNDS = 3
+ROUNDS = 5
 TARGET_SECONDS = 10.0
 TARGET_RATIO = 4.0
 NOOP = """- name: No-op (Ansible's own floor)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
@@ -27,6 +28,15 @@ DEFAULT_LOG_SIGNATURES: Dict[str, str] = {
     "circuit_breaker_open": r"(?i)circuit.?breaker.*open",
 }
 
+# What one read of the offenders takes besides the connection (storm_offenders_info, storm_views_info).
+READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
+    "namespaces": {"type": "list", "elements": "str", "default": []},
+    "log_tail_lines": {"type": "int", "default": 200},
+    "log_signatures": {"type": "dict"},
+    "top": {"type": "int", "default": 5},
+    "metrics": {"type": "bool", "default": True},
+}
+
 LOG_PODS_PER_WORKLOAD = 3
 # Sidecars log the mesh's view, not the application's Redis errors.
 SIDECAR_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "istio-init"})
@@ -35,6 +45,11 @@ KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 LIVE_PODS_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
 
 WorkloadKey = Tuple[str, str, str]  # (namespace, kind, name)
+# Pods and their replica sets by (namespace, name); an HPA list, a ScaledObject list and pod CPU.
+Cluster = Tuple[List[Dict[str, Any]], Dict[Tuple[str, str], Optional[Dict[str, Any]]]]
+NamespaceState = Tuple[List[Dict[str, Any]], List[Dict[str, Any]], Optional[Dict[str, float]]]
+# At most this many API reads at once: enough for a handful of namespaces and workloads, gentle on the server.
+PARALLEL_READS = 8
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +335,15 @@ def shape(item: Dict[str, Any], total: int) -> Dict[str, Any]:
 # Reading the cluster.
 
 
+def finder_for(kube: Any, params: Dict[str, Any]) -> OffenderFinder:
+    """An OffenderFinder from a module's READ_ARG_SPEC options."""
+    signatures = params.get("log_signatures")
+    if signatures is None:
+        signatures = DEFAULT_LOG_SIGNATURES
+    return OffenderFinder(kube, params["namespaces"], params["log_tail_lines"],
+                          {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"])
+
+
 class OffenderFinder:
     """One triage read of the cluster; collects what it could not read in ``degraded``."""
 
@@ -434,31 +458,39 @@ class OffenderFinder:
             self._degrade("%slogs of %s/%s" % ("previous " if previous else "", namespace, pod), exc)
             return None
 
-    def find(self, sources: List[Dict[str, Any]]) -> Dict[str, Any]:
+    def read_cluster(self) -> Cluster:
+        """The pods and their replica sets: all of the read that needs no client addresses."""
         pods = self.list_pods()
-        replicasets = self.replicasets_of(pods)
+        return pods, self.replicasets_of(pods)
+
+    def _namespace_state(self, namespace: str) -> NamespaceState:
+        hpas, scaled = self.autoscalers(namespace)
+        return hpas, scaled, self.cpu(namespace) if self.metrics else None
+
+    def find(self, sources: List[Dict[str, Any]], cluster: Optional[Cluster] = None) -> Dict[str, Any]:
+        pods, replicasets = cluster if cluster is not None else self.read_cluster()
         workloads, unattributed = attribute(sources, pods, replicasets, include_idle=not sources)
         namespaces = sorted({item["namespace"] for item in workloads.values()})
-        for namespace in namespaces:
-            hpas, scaled = self.autoscalers(namespace)
-            usage = self.cpu(namespace) if self.metrics else None
+        # The reads per namespace and per workload are independent: side by side, an API server
+        # a few milliseconds away costs the slowest read, not the sum.
+        with ThreadPoolExecutor(max_workers=PARALLEL_READS) as pool:
+            states = dict(zip(namespaces, pool.map(self._namespace_state, namespaces)))
             for item in workloads.values():
-                if item["namespace"] != namespace:
-                    continue
+                hpas, scaled, usage = states[item["namespace"]]
                 item["hpa"] = hpa_state(item["kind"], item["name"], hpas, scaled)
                 if usage is not None:
                     item["cpu_millicores"] = sum(usage.get(pod, 0.0) for pod in item["pod_names"])
-        ranked = rank(workloads.values())
-        if self.log_tail_lines > 0 and self.signatures:
-            pods_by_name = {_pod_key(pod): pod for pod in pods}
-            for item in ranked[: self.top]:
-                self.read_logs(item, pods_by_name)
-            ranked = rank(ranked)
+            ranked = rank(workloads.values())
+            if self.log_tail_lines > 0 and self.signatures:
+                pods_by_name = {_pod_key(pod): pod for pod in pods}
+                list(pool.map(lambda item: self.read_logs(item, pods_by_name), ranked[: self.top]))
+                ranked = rank(ranked)
         total = sum(int(s.get("connections") or 0) for s in sources)
         return {
             "workloads": [shape(item, total) for item in ranked],
             "unattributed_connections": sorted(unattributed, key=lambda u: (-u["connections"], u["ip"])),
             "total_connections": total,
             "pods_scanned": len(pods),
-            "degraded": self.degraded,
+            # read side by side: namespaces may each find metrics.k8s.io missing, and the order varies
+            "degraded": sorted(set(self.degraded)),
         }

@@ -38,6 +38,13 @@ INT_FIELDS = frozenset((
     "tot-net-in", "tot-net-out", "tot-cmds", "io-thread",
 ))
 
+# What one read of Redis' clients takes besides the connection (redis_clients_info, storm_views_info).
+READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
+    "sample_seconds": {"type": "float", "default": 1.0},
+    "latency_samples": {"type": "int", "default": 20},
+    "top": {"type": "int", "default": 10},
+}
+
 DEFAULT_THRESHOLDS: Dict[str, Dict[str, float]] = {
     "utilization": {"warning": 0.8, "critical": 0.95},
     "new_connections_per_sec": {"warning": 100.0, "critical": 500.0},

@@ -292,7 +292,11 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import DEFAULT_THRESHOLDS, collect
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import (
+    DEFAULT_THRESHOLDS,
+    READ_ARG_SPEC,
+    collect,
+)
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     HAS_REDIS,
     REDIS_ARG_SPEC,
@@ -309,9 +313,7 @@ def _levels(name: str) -> Dict[str, Any]:
 def main() -> None:
     argument_spec = dict(
         REDIS_ARG_SPEC,
-        sample_seconds={"type": "float", "default": 1.0},
-        latency_samples={"type": "int", "default": 20},
-        top={"type": "int", "default": 10},
+        **READ_ARG_SPEC,
         fail_on_unreachable={"type": "bool", "default": False},
         thresholds={"type": "dict", "apply_defaults": True,
                     "options": {name: _levels(name) for name in DEFAULT_THRESHOLDS}},

@@ -169,11 +169,7 @@ saturated:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
-    HAS_KUBERNETES,
-    KUBERNETES_IMPORT_ERROR,
-    Kube,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, kubernetes_missing
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_config import (
     RuntimeConfig,
@@ -188,8 +184,9 @@ def main() -> None:
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     if not HAS_REDIS:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
-    if not HAS_KUBERNETES:
-        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    missing = kubernetes_missing()
+    if missing:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=missing)
     params = module.params
     client = None
     try:

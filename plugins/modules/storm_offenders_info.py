@@ -199,31 +199,22 @@ from typing import Any, Dict
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.offenders import (
-    DEFAULT_LOG_SIGNATURES,
-    OffenderFinder,
+    READ_ARG_SPEC,
+    finder_for,
 )
 
 
 def main() -> None:
     argument_spec = dict(
         sources=dict(type="list", elements="dict", default=[]),
-        namespaces=dict(type="list", elements="str", default=[]),
-        log_tail_lines=dict(type="int", default=200),
-        log_signatures=dict(type="dict"),
-        top=dict(type="int", default=5),
-        metrics=dict(type="bool", default=True),
+        **READ_ARG_SPEC,
         **KUBE_ARG_SPEC,
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     params = module.params
-    signatures = params["log_signatures"]
-    if signatures is None:
-        signatures = DEFAULT_LOG_SIGNATURES
 
     def work(kube: Kube) -> Dict[str, Any]:
-        finder = OffenderFinder(kube, params["namespaces"], params["log_tail_lines"],
-                                {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"])
-        return dict(finder.find(params["sources"]), changed=False)
+        return dict(finder_for(kube, params).find(params["sources"]), changed=False)
 
     run_kube_module(module, work)
 

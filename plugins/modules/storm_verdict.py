@@ -78,16 +78,17 @@ attributes:
 """
 
 EXAMPLES = r"""
+# views: registered from fintech.redis_storm.storm_views_info (or the three modules' own results)
 - name: One verdict from the three views
   fintech.redis_storm.storm_verdict:
-    redis: "{{ __triage_redis }}"
-    prometheus: "{{ __triage_prometheus }}"
-    kubernetes: "{{ __triage_kubernetes }}"
+    redis: "{{ views.redis }}"
+    prometheus: "{{ views.prometheus }}"
+    kubernetes: "{{ views.kubernetes }}"
     thresholds:
       utilization_warning: 0.8
       offender_share: 0.5
     ingresses: "{{ storm_ingresses }}"
-  register: __triage_verdict
+  register: verdict
 """
 
 RETURN = r"""

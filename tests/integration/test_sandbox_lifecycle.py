@@ -275,6 +275,19 @@ def test_inventory_templates_the_storm_vars_of_the_running_sandbox(sandbox: Sand
     assert {f["format"] for f in resolved["flags"]} <= {"plain", "flagd"}
 
 
+def test_without_a_running_sandbox_the_inventory_stops_the_run_and_says_why(tmp_path: Path) -> None:
+    nowhere = tmp_path / "no-sandbox"
+    ansible_playbook = Path(sys.executable).with_name("ansible-playbook")
+    result = subprocess.run(
+        [str(ansible_playbook), "-i", str(REPO / "inventories" / "sandbox"), str(REPO / "playbooks" / "triage.yml")],
+        capture_output=True, text=True, timeout=120, cwd=str(REPO),
+        env=dict(os.environ, STORM_SANDBOX_DIR=str(nowhere), ANSIBLE_CONFIG=str(REPO / "ansible.cfg")),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output  # not "no hosts matched" and success
+    assert "no sandbox is running at %s: run `stormctl sandbox up`" % nowhere in output
+
+
 def test_storm_and_calm_switch_the_running_scenario(calm_sandbox: Sandbox) -> None:
     from kubernetes import client as kube_client
 
