@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils import offenders, redis_clients
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
@@ -82,18 +82,15 @@ def read_views(redis: Dict[str, Any], prometheus: Optional[Dict[str, Any]],
     with ThreadPoolExecutor(max_workers=2) as pool:
         redis_job = pool.submit(_guarded, lambda: read_redis(redis))
         prometheus_job = pool.submit(_guarded, lambda: read_prometheus(prometheus)) if prometheus else None
-        cluster: Tuple[Optional[ClusterRead], Optional[View]]
+        reader: Optional[ClusterRead] = None
         try:
-            cluster = (ClusterRead(kubernetes), None)
+            reader = ClusterRead(kubernetes)
         except Exception as exc:  # the cluster's failure is its view's answer
-            cluster = (None, failed_view(exc))
+            kube_view = failed_view(exc)
         redis_view = redis_job.result()
-        reader, kube_failure = cluster
         if reader is not None:
             sources = [] if redis_view.get("failed") else list(redis_view.get("top_sources") or [])
             kube_view = _guarded(lambda: reader.join(sources))
-        else:
-            kube_view = kube_failure or {"failed": True, "msg": "not read"}
         prometheus_view = (prometheus_job.result() if prometheus_job is not None
                            else {"skipped": True, "changed": False, "msg": "no Prometheus URL given"})
     return {"redis": redis_view, "prometheus": prometheus_view, "kubernetes": kube_view}
