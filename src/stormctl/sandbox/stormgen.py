@@ -180,9 +180,12 @@ class StormGen:
         self._ready.set()
         tasks = [asyncio.ensure_future(self._slot(ip, gate)) for ip, count in self.sources for _ in range(count)]
         await self._stopping.wait()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(tasks)
+        while pending:
+            # Python 3.11's wait_for can swallow a cancel that races its own completion: cancel again
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.2)
 
     async def _open(self, source: str) -> Tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
