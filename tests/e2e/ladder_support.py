@@ -169,21 +169,22 @@ def raging(box: Sandbox, name: str) -> bool:
     return status["connections"] >= 0.9 * int(spec["maxclients"]) and max(held, key=lambda k: held[k]) == culprit
 
 
-# Refusals that show the storm hurts: the applications whose connections Redis refused have logged it.
-HURTING_REJECTIONS = 25
+# Redis errors the applications counted over the last 15 s that show the storm hurts them.
+HURTING_ERRORS = 10
 
 
-def raise_storm(box: Sandbox, name: str, timeout: float = 150, held: Optional[HeldRedis] = None) -> None:
-    """Start the scenario and wait until it saturates Redis; with ``held``, also until Redis has refused
-    the applications' connections (at the first instant of saturation nobody has been refused yet, so
-    triage rightly sees pressure without impact and does not confirm the bottleneck)."""
-    before = held.rejected() if held is not None else 0
+def raise_storm(box: Sandbox, name: str, timeout: float = 150, hurting: bool = False) -> None:
+    """Start the scenario and wait until it saturates Redis; with ``hurting``, also until the applications
+    count Redis errors (at the first instant of saturation nobody has been refused yet, so triage rightly
+    sees pressure without impact and does not confirm the bottleneck)."""
 
-    def hurting() -> bool:
-        return raging(box, name) and (held is None or held.rejected() >= before + HURTING_REJECTIONS)
+    def ready() -> bool:
+        if not raging(box, name):
+            return False
+        return not hurting or (box.prom_value("sum(increase(redis_client_errors_total[15s]))") or 0) >= HURTING_ERRORS
 
     box.storm(name)
-    wait_for(hurting, timeout, "%s to saturate Redis%s" % (name, " and refuse clients" if held else ""),
+    wait_for(ready, timeout, "%s to saturate Redis%s" % (name, " and fail the applications' calls" if hurting else ""),
              interval=0.5)
 
 
@@ -220,15 +221,6 @@ class HeldRedis:
             self.close()
             self._connect(120)
             return {key: str(self.client.config_get(key)[key]) for key in REDIS_SETTINGS}
-
-    def rejected(self) -> int:
-        """Connections Redis has refused at maxclients since it started."""
-        try:
-            return int(self.client.info("stats")["rejected_connections"])
-        except Exception:
-            self.close()
-            self._connect(120)
-            return int(self.client.info("stats")["rejected_connections"])
 
     def close(self) -> None:
         if self.client is not None:

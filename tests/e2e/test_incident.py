@@ -45,7 +45,7 @@ def test_triage_names_the_culprit_the_dry_run_changes_nothing_and_the_ladder_rec
     incident_id = "e2e-%s" % name
     held = HeldRedis(box)
     try:
-        raise_storm(box, name, held=held)
+        raise_storm(box, name, hurting=True)
         before = snapshot(box, held)
         config_before = before["redis"]
 

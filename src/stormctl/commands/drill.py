@@ -17,9 +17,11 @@ from stormctl.sandbox import services
 from stormctl.sandbox.state import resolve_dir
 
 TRIAGE = common.Command(name="triage", playbook="triage.yml", mutating=False, reports=False)
-# Triage runs in a row that must see the storm at its peak (critical): a storm's first burst of new
-# connections is only a warning and can settle before the incident's own triage runs.
+# Triage runs in a row that must see the storm at its peak (critical), over at least SUSTAINED_SECONDS:
+# a storm's first burst of new connections can look critical for a few seconds and settle before the
+# incident's own triage runs.
 CONFIRMATIONS = 2
+SUSTAINED_SECONDS = 10.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,22 +74,27 @@ def _incident_args(args: argparse.Namespace, incident_id: str) -> argparse.Names
 
 
 def wait_for_storm(args: argparse.Namespace, incident_id: str, console: Console) -> int:
-    """Run triage until it sees a critical storm CONFIRMATIONS times in a row; the number of triage runs it took."""
+    """Run triage until it has seen a critical storm CONFIRMATIONS times in a row, over SUSTAINED_SECONDS;
+    the number of triage runs it took."""
     triage_args = _incident_args(args, incident_id)
     triage_args.yes = False
     deadline = time.monotonic() + args.wait
     attempt = seen = 0
+    critical_since = 0.0
     while True:
         attempt += 1
+        started = time.monotonic()
         config = common.build_config(TRIAGE, triage_args, incident_id)
         result = runner.run(config)
         if not result.successful:
             reasons = "; ".join("%s: %s" % (f["task"], f["msg"]) for f in result.failures) or result.status
             raise StormctlError("triage failed while waiting for the storm: %s" % reasons)
         critical = any(t.get("storm") and t.get("severity") == "critical" for t in result.triage.values())
+        if critical and not seen:
+            critical_since = started
         seen = seen + 1 if critical else 0
         console.print("triage run %d: %s" % (attempt, "critical storm" if critical else _seen(result.triage)))
-        if seen >= CONFIRMATIONS:
+        if seen >= CONFIRMATIONS and time.monotonic() - critical_since >= SUSTAINED_SECONDS:
             return attempt
         if time.monotonic() >= deadline:
             raise StormctlError("triage did not see the storm within %.0f s (%d runs)" % (args.wait, attempt))
