@@ -81,9 +81,10 @@ class Kube:
     """JSON requests to one API server with one identity."""
 
     def __init__(self, options: Dict[str, Any]) -> None:
-        if kubernetes_missing():
-            raise StormError("the kubernetes Python library is required: pip install kubernetes")
-        self.library = kubernetes_library()
+        try:
+            self.library = kubernetes_library()
+        except ImportError as exc:
+            raise StormError("the kubernetes Python library is required: pip install kubernetes") from exc
         self.timeout = float(options.get("request_timeout") or 10.0)
         self.configuration = self._configure(self.library, options)
         self.api = self.library.client.ApiClient(self.configuration)
