@@ -272,11 +272,13 @@ class Supervisor:
         if not RULES_FILE.is_file():
             raise StartError("prometheus", "the alert rules %s are missing from the checkout" % RULES_FILE)
         conf = self.dir / "prometheus.yml"
+        rules = self.dir / "redis-storm-rules.yml"
+        write_private(rules, prometheus_config.drill_rules(RULES_FILE))
 
         def render() -> str:
             exporter = "%s:%d" % (HOST, self.services["exporter"].port)
             fleet = self.planned.get("fleet")
-            return prometheus_config.render(exporter, "%s:%d" % (HOST, fleet.port) if fleet else None, RULES_FILE)
+            return prometheus_config.render(exporter, "%s:%d" % (HOST, fleet.port) if fleet else None, rules)
 
         def build(port: int) -> tuple[list[str], dict[str, str]]:
             service.extra["config"] = render()
