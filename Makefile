@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 DEBS := redis-server prometheus prometheus-redis-exporter prometheus-alertmanager
 SANITY_ROOT ?= $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
 GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+APT_LOCK_TIMEOUT ?= 600
+APT_OPTIONS ?=
+INSTALL_DEBS = env APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) APT_OPTIONS="$(APT_OPTIONS)" tools/install-debs.sh
 DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
@@ -28,14 +31,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# Debian packages for the real services; installed when missing, or the exact command to run is printed.
+# Debian packages for the real services; installed when missing (waiting up to APT_LOCK_TIMEOUT seconds for
+# another apt run, such as unattended-upgrades), or the exact command to run is printed.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then echo "installing:$$missing"; \
-	    sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then $(INSTALL_DEBS) $$missing; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo $(INSTALL_DEBS) $$missing; \
 	  else echo "missing Debian packages:$$missing. Run: sudo apt-get update && sudo apt-get install -y$$missing" >&2; exit 1; fi; \
 	fi
 
