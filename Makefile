@@ -52,8 +52,7 @@ $(GET_PIP):
 lint: setup
 	$(BIN)/ruff check src plugins tests bench
 	$(BIN)/mypy src plugins
-	# its syntax check loads the default inventory, the sandbox's, which stops a run when no sandbox is up
-	ANSIBLE_INVENTORY_UNPARSED_FAILED=false $(BIN)/ansible-lint
+	$(BIN)/ansible-lint
 
 # ansible-test reads the real working directory, so it runs on an export of the tree.
 sanity: setup
