@@ -7,8 +7,6 @@ Prometheus served over TLS."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import ssl
 import subprocess
 import time
@@ -22,7 +20,7 @@ import yaml
 
 from tests.fixtures.kubeapi import deployment, namespace
 from tests.fixtures.redis import TlsCerts, free_port, make_tls_certs
-from tests.fixtures.services import require_binary
+from tests.fixtures.services import require_binary, stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -70,12 +68,7 @@ def tls_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProm
             time.sleep(0.1)
         yield TlsPrometheus(url, certs)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
+        stop_process_group(process)
 
 
 def compat_play(redis: Any, kubeconfig: str, results_file: Path, prometheus: TlsPrometheus) -> List[Dict[str, Any]]:
