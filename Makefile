@@ -7,6 +7,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEBS := redis-server prometheus prometheus-redis-exporter prometheus-alertmanager
 SANITY_ROOT ?= $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
+SANITY_BUILD := $(CURDIR)/.sandbox/sanity-build
+# The oldest Python tests/config.yml declares for modules, from pyenv or PATH.
+OLDEST_MODULE_PYTHON := 3.9
+OLDEST_MODULE_PYTHON_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(OLDEST_MODULE_PYTHON).*/bin/python$(OLDEST_MODULE_PYTHON)) \
+  $(shell command -v python$(OLDEST_MODULE_PYTHON)))
 GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 APT_LOCK_TIMEOUT ?= 600
 APT_OPTIONS ?=
@@ -50,17 +55,24 @@ $(GET_PIP):
 	  'if args: subprocess.check_call([sys.executable, "-m", "pip", "install", *args])' > $@
 
 lint: setup
-	$(BIN)/ruff check src plugins tests bench
-	$(BIN)/mypy src plugins
+	$(BIN)/ruff check src plugins extensions tests bench
+	$(BIN)/mypy src plugins extensions
 	$(BIN)/ansible-lint
 
-# ansible-test reads the real working directory, so it runs on an export of the tree.
+# ansible-test sanity runs on the collection as built (what galaxy.yml's build_ignore leaves), unpacked where
+# ansible-test wants it (it reads the real working directory), with tests/config.yml: every test on the venv's
+# Python, then compile and import on the oldest module Python tests/config.yml declares.
 sanity: setup
-	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
-	git ls-files -co --exclude-standard -z | grep -zv '^collections/' | xargs -0 cp --parents -t $(SANITY_ROOT)
+	@[ -x "$(OLDEST_MODULE_PYTHON_BIN)" ] || { echo "python$(OLDEST_MODULE_PYTHON) is needed for the modules' import test:" \
+	  "pyenv install $(OLDEST_MODULE_PYTHON), or make sanity OLDEST_MODULE_PYTHON_BIN=/path/to/python$(OLDEST_MODULE_PYTHON)" >&2; exit 1; }
+	rm -rf $(SANITY_ROOT) $(SANITY_BUILD) && mkdir -p $(SANITY_ROOT)
+	$(BIN)/ansible-galaxy collection build --output-path $(SANITY_BUILD) >/dev/null
+	tar -xzf $(SANITY_BUILD)/fintech-redis_storm-*.tar.gz -C $(SANITY_ROOT)
+	cp --parents tests/config.yml $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
-	  $(CURDIR)/$(BIN)/ansible-test sanity --test validate-modules --python 3.11 --requirements \
-	    --color no plugins/
+	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no && \
+	  PATH=$(dir $(OLDEST_MODULE_PYTHON_BIN)):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --test compile --test import \
+	    --requirements --color no --python $(OLDEST_MODULE_PYTHON)
 
 unit: setup
 	$(BIN)/pytest tests/unit
