@@ -7,11 +7,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEBS := redis-server prometheus prometheus-redis-exporter prometheus-alertmanager
 SANITY_ROOT ?= $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
+SANITY_BUILD := $(CURDIR)/.sandbox/sanity-build
+# The oldest Python tests/config.yml declares for modules, from pyenv or PATH.
+OLDEST_MODULE_PYTHON := 3.9
+OLDEST_MODULE_PYTHON_BIN ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(OLDEST_MODULE_PYTHON).*/bin/python$(OLDEST_MODULE_PYTHON)) \
+  $(shell command -v python$(OLDEST_MODULE_PYTHON)))
 GET_PIP := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+APT_LOCK_TIMEOUT ?= 600
+APT_OPTIONS ?=
+INSTALL_DEBS = env APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) APT_OPTIONS="$(APT_OPTIONS)" tools/install-debs.sh
 DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup debs demo test lint sanity unit integration e2e bench build clean
+.PHONY: help setup debs demo test lint sanity ansible-units unit integration e2e bench build clean
 
 help:
 	@echo "make demo   set up, raise a storm in the sandbox, run the incident through stormctl, print the report"
@@ -28,14 +36,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# Debian packages for the real services; installed when missing, or the exact command to run is printed.
+# Debian packages for the real services; installed when missing (waiting up to APT_LOCK_TIMEOUT seconds for
+# another apt run, such as unattended-upgrades), or the exact command to run is printed.
 debs:
 	@missing=""; for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then echo "installing:$$missing"; \
-	    sudo DEBIAN_FRONTEND=noninteractive apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then $(INSTALL_DEBS) $$missing; \
+	  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo $(INSTALL_DEBS) $$missing; \
 	  else echo "missing Debian packages:$$missing. Run: sudo apt-get update && sudo apt-get install -y$$missing" >&2; exit 1; fi; \
 	fi
 
@@ -48,18 +55,33 @@ $(GET_PIP):
 	  'if args: subprocess.check_call([sys.executable, "-m", "pip", "install", *args])' > $@
 
 lint: setup
-	$(BIN)/ruff check src plugins tests bench
-	$(BIN)/mypy src plugins
-	# its syntax check loads the default inventory, the sandbox's, which stops a run when no sandbox is up
-	ANSIBLE_INVENTORY_UNPARSED_FAILED=false $(BIN)/ansible-lint
+	$(BIN)/ruff check src plugins extensions tests bench
+	$(BIN)/mypy src plugins extensions
+	$(BIN)/ansible-lint
 
-# ansible-test reads the real working directory, so it runs on an export of the tree.
+# ansible-test sanity runs on the collection as built (what galaxy.yml's build_ignore leaves), unpacked where
+# ansible-test wants it (it reads the real working directory), with tests/config.yml: every test on the venv's
+# Python, then compile and import on the oldest module Python tests/config.yml declares.
 sanity: setup
-	rm -rf $(SANITY_ROOT) && mkdir -p $(SANITY_ROOT)
-	git ls-files -co --exclude-standard -z | grep -zv '^collections/' | xargs -0 cp --parents -t $(SANITY_ROOT)
+	@[ -x "$(OLDEST_MODULE_PYTHON_BIN)" ] || { echo "python$(OLDEST_MODULE_PYTHON) is needed for the modules' import test:" \
+	  "pyenv install $(OLDEST_MODULE_PYTHON), or make sanity OLDEST_MODULE_PYTHON_BIN=/path/to/python$(OLDEST_MODULE_PYTHON)" >&2; exit 1; }
+	rm -rf $(SANITY_ROOT) $(SANITY_BUILD) && mkdir -p $(SANITY_ROOT)
+	$(BIN)/ansible-galaxy collection build --output-path $(SANITY_BUILD) >/dev/null
+	tar -xzf $(SANITY_BUILD)/fintech-redis_storm-*.tar.gz -C $(SANITY_ROOT)
+	cp --parents tests/config.yml $(SANITY_ROOT)
 	cd $(SANITY_ROOT) && git init -q && git add -A && \
-	  $(CURDIR)/$(BIN)/ansible-test sanity --test validate-modules --python 3.11 --requirements \
-	    --color no plugins/
+	  $(CURDIR)/$(BIN)/ansible-test sanity --python 3.11 --requirements --color no && \
+	  PATH=$(dir $(OLDEST_MODULE_PYTHON_BIN)):$$PATH $(CURDIR)/$(BIN)/ansible-test sanity --test compile --test import \
+	    --requirements --color no --python $(OLDEST_MODULE_PYTHON)
+
+# The collection's own unit tests (those that import nothing but the collection) under ansible-test units,
+# in the unpacked build make sanity leaves.
+ansible-units: sanity
+	rm -rf $(SANITY_ROOT)/tests/unit && mkdir -p $(SANITY_ROOT)/tests/unit/plugins/module_utils
+	cp $$(grep -l 'ansible_collections\.fintech' tests/unit/test_*.py | xargs grep -L '^from tests\.\|^from stormctl\|^import stormctl') \
+	  $(SANITY_ROOT)/tests/unit/plugins/module_utils/
+	cp tests/unit/requirements.txt $(SANITY_ROOT)/tests/unit/
+	cd $(SANITY_ROOT) && git add -A && $(CURDIR)/$(BIN)/ansible-test units --python 3.11 --requirements --color no
 
 unit: setup
 	$(BIN)/pytest tests/unit
@@ -70,7 +92,7 @@ integration: setup
 e2e: setup
 	$(BIN)/pytest tests/e2e
 
-test: setup lint sanity
+test: setup lint sanity ansible-units
 	$(BIN)/pytest tests --durations=25
 
 bench: setup

@@ -240,7 +240,7 @@ def _timed_out(exc: BaseException) -> bool:
             continue
         seen.append(item)
         if isinstance(item, (socket.timeout, TimeoutError)) or type(item).__name__ in ("ReadTimeoutError",
-                                                                                        "ConnectTimeoutError"):
+                                                                                       "ConnectTimeoutError"):
             return True
         reason = getattr(item, "reason", None)
         pending += [item.__cause__, item.__context__, reason if isinstance(reason, BaseException) else None]

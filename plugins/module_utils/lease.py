@@ -51,7 +51,7 @@ def iso(epoch: float) -> str:
 def parse_time(text: Optional[str]) -> Optional[float]:
     if not text:
         return None
-    base, _, fraction = text.rstrip("Z").partition(".")
+    base, _dot, fraction = text.rstrip("Z").partition(".")
     try:
         seconds = calendar.timegm(time.strptime(base, "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
@@ -96,8 +96,8 @@ class Lock:
         spec = (lease or {}).get("spec") or {}
         ours = spec.get("holderIdentity") == self.holder
         body = dict(lease or {"apiVersion": LEASE_API, "kind": "Lease",
-                               "metadata": {"name": self.name, "namespace": self.namespace,
-                                            "labels": {MANAGED_BY_LABEL: MANAGED_BY}}})
+                              "metadata": {"name": self.name, "namespace": self.namespace,
+                                           "labels": {MANAGED_BY_LABEL: MANAGED_BY}}})
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if ours or lease is None else 1)
         body["spec"] = {"holderIdentity": self.holder, "leaseDurationSeconds": int(ttl),
                         "acquireTime": spec.get("acquireTime") if ours else micro_time(now),

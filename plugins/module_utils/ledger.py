@@ -351,8 +351,8 @@ class Ledger:
             seq = 1 + max([int(e.get("seq", 0)) for e in _entries({"data": data})] or [0])
             entry_id = "entry-%04d" % seq
             entry: Dict[str, Any] = {"id": entry_id, "seq": seq, "module": module, "rung": rung, "target": target,
-                     "action": action, "fields": fields, "state": "pending", "by": self.by,
-                     "recorded_at": utc_now(), "applied_at": None, "restored_at": None}
+                                     "action": action, "fields": fields, "state": "pending", "by": self.by,
+                                     "recorded_at": utc_now(), "applied_at": None, "restored_at": None}
             data[entry_id + ".json"] = json.dumps(entry, sort_keys=True)
             return entry
 
@@ -406,7 +406,7 @@ class Ledger:
                     raise StormError(
                         "cannot create the ledger ConfigMap %s: namespace %s does not exist; create it "
                         "(kubectl create namespace %s) or set ledger_namespace" % (self.name, self.namespace,
-                                                                                  self.namespace)) from exc
+                                                                                   self.namespace)) from exc
                 raise StormError("cannot write the undo ledger %s/%s: %s" % (
                     self.namespace, self.name, exc.message), status=exc.status) from exc
         raise StormError("the undo ledger %s/%s kept changing under us (%d conflicts): retry" % (

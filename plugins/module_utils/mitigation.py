@@ -179,7 +179,7 @@ class Mitigator:
     def check_guards(self, plan: Plan) -> None:
         self.guards.check_namespace(plan.ref.namespace)
         for workload in plan.workloads:
-            namespace, _, name = workload.partition("/")
+            namespace, _slash, name = workload.partition("/")
             self.guards.check_workload(namespace, name)
 
     def apply(self, plan: Plan) -> Outcome:
@@ -242,7 +242,8 @@ class Mitigator:
         query = {"dryRun": "All"} if dry_run else None
         incident = self.ledger.incident_id
         if live is None:
-            assert plan.create is not None
+            if plan.create is None:
+                raise StormError("%s does not exist, and this mitigation does not create it" % ref.label)
             body = plan.create(desired)
             if entry_id:
                 deep_merge(body, bookkeeping_patch(None, incident, add=entry_id))

@@ -185,7 +185,7 @@ def attribute(
     workloads: Dict[WorkloadKey, Dict[str, Any]] = {}
 
     def entry(pod: Dict[str, Any]) -> Dict[str, Any]:
-        namespace, _ = _pod_key(pod)
+        namespace, _name = _pod_key(pod)
         kind, name = owner_of(pod, replicasets)
         key = (namespace, kind, name)
         if key not in workloads:
@@ -380,7 +380,7 @@ class OffenderFinder:
             if owner and owner[0] == "ReplicaSet":
                 wanted.add((_pod_key(pod)[0], owner[1]))
         found: Dict[Tuple[str, str], Optional[Dict[str, Any]]] = {}
-        for namespace in sorted({ns for ns, _ in wanted}):
+        for namespace in sorted({ns for ns, _replicaset in wanted}):
             try:
                 items = self.kube.get(path_for("apps/v1", "replicasets", namespace)).get("items") or []
             except KubeApiError as exc:
@@ -424,7 +424,7 @@ class OffenderFinder:
 
     def read_logs(self, item: Dict[str, Any], pods_by_name: Dict[Tuple[str, str], Dict[str, Any]]) -> None:
         busiest = sorted(item["pod_connections"].items(), key=lambda kv: (-kv[1], kv[0]))
-        names = [name for name, _ in busiest] + [n for n in item["pod_names"] if n not in item["pod_connections"]]
+        names = [name for name, _count in busiest] + [n for n in item["pod_names"] if n not in item["pod_connections"]]
         counts = dict.fromkeys(self.signatures, 0)
         read: List[str] = []
         for pod_name in names[:LOG_PODS_PER_WORKLOAD]:

@@ -12,6 +12,7 @@ timed out, refused the credentials, or failed TLS verification.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -45,6 +46,8 @@ EXPECT_OPS: Dict[str, Callable[[float, float], bool]] = {
     "==": lambda a, b: a == b,
     "!=": lambda a, b: a != b,
 }
+
+_REQUEST_TAKES_CONTEXT = "context" in inspect.signature(Request.__init__).parameters
 
 # Longer query strings go in a POST form body: proxies and servers cap URL length.
 GET_LIMIT = 2000
@@ -237,10 +240,13 @@ class Prometheus:
             self.context = make_context(cafile=ca_path, validate_certs=validate_certs)
         except (OSError, ssl.SSLError) as exc:
             raise StormError("cannot use ca_path %s: %s" % (ca_path, exc)) from exc
+        # ansible-core 2.16 takes no context: it builds one per request from validate_certs and ca_path.
+        tls = {"context": self.context} if _REQUEST_TAKES_CONTEXT else {"validate_certs": validate_certs,
+                                                                        "ca_path": ca_path}
         self.request = Request(
             headers={"Accept": "application/json", "User-Agent": "fintech.redis_storm"},
             timeout=self.timeout, url_username=username, url_password=password,
-            force_basic_auth=bool(username), follow_redirects="safe", context=self.context,
+            force_basic_auth=bool(username), follow_redirects="safe", **tls,
         )
 
     @classmethod

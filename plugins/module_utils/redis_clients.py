@@ -189,7 +189,7 @@ def latency_summary(samples_ms: Sequence[float]) -> Dict[str, Optional[float]]:
 
 def probe_latency(ping: Callable[[], Any], samples: int) -> Dict[str, Optional[float]]:
     measured = []
-    for _ in range(max(samples, 0)):
+    for _sample in range(max(samples, 0)):
         started = time.perf_counter()
         ping()
         measured.append((time.perf_counter() - started) * 1000.0)
@@ -223,7 +223,7 @@ def verdict(measured: Dict[str, Optional[float]], thresholds: Optional[Dict[str,
         for level in ("critical", "warning"):
             if value > levels[level]:
                 reasons.append("%s is %s, above the %s threshold %s" % (_LABELS[name], _fmt(value), level,
-                                                                         _fmt(levels[level])))
+                                                                        _fmt(levels[level])))
                 if level == "critical" or severity == "none":
                     severity = level
                 break
@@ -250,8 +250,7 @@ def _command(options: Dict[str, Any], what: str, call: Callable[[], Any]) -> Any
 
 def read_client_list(conn: Connection, options: Dict[str, Any]) -> Tuple[int, List[Client]]:
     """Our own CLIENT ID and the one CLIENT LIST of this run."""
-    client = conn.client
-    assert client is not None
+    client = conn.live_client()
     own_id = int(_command(options, "CLIENT ID", lambda: client.execute_command("CLIENT", "ID")))
     raw = _command(options, "CLIENT LIST", lambda: client.execute_command("CLIENT", "LIST"))
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
@@ -261,8 +260,7 @@ def read_client_list(conn: Connection, options: Dict[str, Any]) -> Tuple[int, Li
 def _maxclients(conn: Connection, options: Dict[str, Any], info: Dict[str, Any]) -> Optional[int]:
     if "maxclients" in info:  # INFO clients has it since Redis 6.2
         return int(info["maxclients"])
-    client = conn.client
-    assert client is not None
+    client = conn.live_client()
     try:
         answer = client.config_get("maxclients")
     except RedisError:  # no CONFIG permission: utilization stays unknown rather than failing triage
@@ -272,8 +270,7 @@ def _maxclients(conn: Connection, options: Dict[str, Any], info: Dict[str, Any])
 
 
 def _info(conn: Connection, options: Dict[str, Any]) -> Dict[str, Any]:
-    client = conn.client
-    assert client is not None
+    client = conn.live_client()
     sample: Dict[str, Any] = {}
     for section in ("clients", "stats"):
         sample.update(_command(options, "INFO %s" % section, functools.partial(client.info, section)))
@@ -302,8 +299,7 @@ def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_sample
     if not conn.reachable:
         return unreachable_result(conn)
     try:
-        client = conn.client
-        assert client is not None
+        client = conn.live_client()
         first = _info(conn, options)
         first_at = time.monotonic()
         latency = probe_latency(lambda: _command(options, "PING", client.ping), latency_samples)
@@ -379,8 +375,7 @@ def kill_clients(options: Dict[str, Any], ips: Optional[Sequence[str]] = None,
     if not conn.reachable:
         raise StormError("cannot kill clients: %s" % conn.error, saturated=conn.saturated)
     try:
-        client = conn.client
-        assert client is not None
+        client = conn.live_client()
         own_id, listed = read_client_list(conn, options)
         candidates, matched = kill_candidates(listed, own_id, ips, idle_seconds_min, name_pattern, max_kill)
         killed = 0

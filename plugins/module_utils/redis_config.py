@@ -116,7 +116,7 @@ def set_error(exc: BaseException, where: str, name: str, value: str) -> StormErr
             "Redis at %s cannot take maxclients %s: the operating system lets it open file descriptors for at most "
             "%s clients (it needs maxclients + 32). Set maxclients to %s or less, or raise Redis' open-files limit "
             "(ulimit -n / LimitNOFILE / the container's nofile) and restart it" % (where, value, limit.group(1),
-                                                                                  limit.group(1)),
+                                                                                   limit.group(1)),
             max_clients_allowed=int(limit.group(1)))
     return StormError("CONFIG SET %s %s on Redis at %s failed: %s" % (name, value, where, text))
 

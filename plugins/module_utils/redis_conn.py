@@ -75,6 +75,12 @@ class Connection:
         self.saturated = saturated
         self.error = error
 
+    def live_client(self) -> Any:
+        """The client of a reachable connection; a StormError for one that is not (or is closed)."""
+        if self.client is None:
+            raise StormError("no connection to Redis: %s" % (self.error or "it is closed"))
+        return self.client
+
     def close(self) -> None:
         if self.client is not None:
             # closing a dead socket must not hide the real result

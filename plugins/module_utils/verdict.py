@@ -155,7 +155,7 @@ class PromView:
         direct = _number(item.get("value"))
         if direct is not None:
             return direct
-        values = [value for _, value in self.series(name)]
+        values = [value for _metric, value in self.series(name)]
         return max(values) if values else None
 
     def worst(self, name: str) -> Tuple[Optional[float], Dict[str, Any]]:
@@ -441,7 +441,7 @@ def summary_lines(verdict: Dict[str, Any], offenders: int = 3, evidence: int = 8
     lines = ["Verdict: %s" % verdict["summary"],
              "Redis is the bottleneck: %s (%s confidence): %s" % (
                  "yes" if bottleneck["confirmed"] else "no", bottleneck["confidence"], bottleneck["why"])]
-    top = [o for o in verdict["offenders"][:offenders]]
+    top = list(verdict["offenders"][:offenders])
     lines.append("Top offenders:" if top else "Top offenders: none found")
     for rank, offender in enumerate(top, 1):
         hpa = offender.get("hpa_state")
@@ -632,7 +632,7 @@ def _rungs(
 
     retrying = sorted(((_signature_count(o.get("log_signatures") or {}, RETRY_SIGNATURES), _who(o)) for o in offenders),
                       key=lambda pair: -pair[0])
-    retry_lines = sum(count for count, _ in retrying)
+    retry_lines = sum(count for count, _who in retrying)
     churn = evidence.breached("new_connections_per_sec")
     if retry_lines >= limits["retry_log_lines"]:
         reasons["client_retries"] = "the clients log %d retry lines (most: %s, %d): retries multiply the " \

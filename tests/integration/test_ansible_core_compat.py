@@ -1,18 +1,26 @@
 """The collection on ansible-core 2.16 (meta/runtime.yml: requires_ansible >=2.16.0), as AWX execution
 environments ship it, with the older redis and kubernetes libraries they carry: real ansible-playbook
 runs from that venv, against a real redis-server and the Kubernetes API emulator, and against the
-example (production) inventory for every role's argument validation."""
+example (production) inventory for every role's argument validation; Prometheus queries against a real
+Prometheus served over TLS."""
 
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterator, List
 
 import pytest
 import yaml
 
 from tests.fixtures.kubeapi import deployment, namespace
+from tests.fixtures.redis import TlsCerts, free_port, make_tls_certs
+from tests.fixtures.services import require_binary, stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +32,46 @@ STEPS = ("core_version", "clients_info", "verdict", "lock_acquire", "scale_check
          "lock_release", "triage_valid", "triage_rejected")
 
 
-def compat_play(redis: Any, kubeconfig: str, results_file: Path) -> List[Dict[str, Any]]:
+@dataclass
+class TlsPrometheus:
+    url: str
+    certs: TlsCerts
+
+
+@pytest.fixture(scope="module")
+def tls_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsPrometheus]:
+    """A real Prometheus serving its API over TLS with a certificate of the test CA."""
+    base = tmp_path_factory.mktemp("prometheus-tls")
+    certs = make_tls_certs(base / "certs")
+    web = base / "web.yml"
+    web.write_text(json.dumps({"tls_server_config": {"cert_file": str(certs.cert), "key_file": str(certs.key)}}))
+    config = base / "prometheus.yml"
+    config.write_text(json.dumps({"global": {"scrape_interval": "1m"}}))
+    port = free_port()
+    process = subprocess.Popen(
+        [require_binary("prometheus"), "--config.file", str(config), "--web.config.file", str(web),
+         "--storage.tsdb.path", str(base / "tsdb"), "--web.listen-address", "127.0.0.1:%d" % port],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=(base / "prometheus.log").open("wb"))
+    url = "https://127.0.0.1:%d" % port
+    context = ssl.create_default_context(cafile=str(certs.ca))
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/-/ready", timeout=2, context=context) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError as exc:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("Prometheus on %s did not get ready (%s):\n%s"
+                                % (url, exc, (base / "prometheus.log").read_text()[-2000:]))
+            time.sleep(0.1)
+        yield TlsPrometheus(url, certs)
+    finally:
+        stop_process_group(process)
+
+
+def compat_play(redis: Any, kubeconfig: str, results_file: Path, prometheus: TlsPrometheus) -> List[Dict[str, Any]]:
     """Each step registers its result; the last task writes them all to ``results_file`` (ansible-core 2.16
     has no json stdout callback of its own: that one lives in ansible.posix)."""
     kube = {"kubeconfig": kubeconfig}
@@ -55,7 +102,8 @@ def compat_play(redis: Any, kubeconfig: str, results_file: Path) -> List[Dict[st
             {"name": "triage role", "ansible.builtin.include_role": {"name": "fintech.redis_storm.triage"},
              "vars": {"triage_redis_host": redis.host, "triage_redis_port": redis.port,
                       "triage_redis_password": redis.password, "triage_namespaces": ["trading"],
-                      "triage_prometheus_url": "", "triage_kubeconfig": kubeconfig}},
+                      "triage_prometheus_url": prometheus.url, "triage_prometheus_ca_path": str(prometheus.certs.ca),
+                      "triage_kubeconfig": kubeconfig}},
             {"name": "triage verdict", "ansible.builtin.set_fact": {"triage_valid": "{{ storm_triage }}"}},
             {"name": "triage arguments", "block": [
                 {"name": "triage bad port", "ansible.builtin.include_role": {"name": "fintech.redis_storm.triage"},
@@ -79,7 +127,7 @@ def scale_writes(kubeapi: Any, since: int, dry_run: bool) -> List[Dict[str, Any]
 
 
 def test_collection_runs_on_ansible_core_2_16(compat_ansible: Any, redis_server: Any, kubeapi: Any,
-                                              tmp_path: Path) -> None:
+                                              tls_prometheus: TlsPrometheus, tmp_path: Path) -> None:
     pins = compat_ansible.pins
     assert pins["ansible-core"].startswith("2.16.") and pins["redis"].startswith("5.0.")
     for package in ("ansible-core", "redis", "kubernetes"):
@@ -91,7 +139,7 @@ def test_collection_runs_on_ansible_core_2_16(compat_ansible: Any, redis_server:
     inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
 
     results_file = tmp_path / "results.json"
-    playbook.write_text(yaml.safe_dump(compat_play(redis_server, str(kubeapi.kubeconfig), results_file),
+    playbook.write_text(yaml.safe_dump(compat_play(redis_server, str(kubeapi.kubeconfig), results_file, tls_prometheus),
                                        sort_keys=False))
 
     run = compat_ansible.playbook(playbook, inventory, env={"ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")})
@@ -132,13 +180,54 @@ def test_collection_runs_on_ansible_core_2_16(compat_ansible: Any, redis_server:
     assert released["changed"] and released["acquired"] is False
 
     role_verdict = results["triage_valid"]
-    assert role_verdict["storm"] is False and {"redis", "kubernetes"} <= set(role_verdict["sources_answered"])
+    assert role_verdict["storm"] is False
+    assert {"redis", "prometheus", "kubernetes"} <= set(role_verdict["sources_answered"]), role_verdict
 
     rejected = results["triage_rejected"]
     assert rejected, "the triage role accepted triage_redis_port: not-a-port"
     assert rejected["failed"] is True and rejected["task"].startswith("Validating arguments against arg spec")
     assert len(rejected["argument_errors"]) == 1 and "triage_redis_port" in rejected["argument_errors"][0], rejected
     assert "triage_redis_port" in rejected["msg"]
+
+
+def test_prometheus_answers_over_tls_on_ansible_core_2_16(compat_ansible: Any, tls_prometheus: TlsPrometheus,
+                                                          tmp_path: Path) -> None:
+    """Instant, range and named queries with the CA given, and the CA checks: ansible-core 2.16's Request
+    takes no TLS context of ours, so the CA and validate_certs reach it by another way."""
+    url, certs = tls_prometheus.url, tls_prometheus.certs
+    tasks: Dict[str, Dict[str, Any]] = {
+        "instant": {"url": url, "ca_path": str(certs.ca), "query": "vector(42)", "expect": {"op": "==", "value": 42}},
+        "range": {"url": url, "ca_path": str(certs.ca), "query": "vector(1)", "start": "-1m", "step": "15s"},
+        "named": {"url": url, "ca_path": str(certs.ca), "queries": {"one": "vector(1)", "bad": "rate(vector(1))"}},
+        "wrong_ca": {"url": url, "ca_path": str(certs.wrong_ca), "query": "vector(1)", "timeout": 5},
+        "unverified": {"url": url, "validate_certs": False, "query": "vector(7)"},
+    }
+    results_file = tmp_path / "results.json"
+    play = [{"name": "prometheus_query on ansible-core 2.16", "hosts": "localhost", "gather_facts": False,
+             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+             "tasks": [*({"name": name, "fintech.redis_storm.prometheus_query": args, "register": name,
+                          "ignore_errors": name == "wrong_ca"} for name, args in tasks.items()),
+                       {"name": "keep results", "ansible.builtin.copy": {
+                           "content": "{{ {%s} | to_json }}" % ", ".join("'%s': %s" % (n, n) for n in tasks),
+                           "dest": str(results_file), "mode": "0600"}}]}]
+    playbook, inventory = tmp_path / "prometheus.yml", tmp_path / "hosts.yml"
+    playbook.write_text(yaml.safe_dump(play, sort_keys=False))
+    inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+    run = compat_ansible.playbook(playbook, inventory, env={"ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")})
+    assert run.returncode == 0 and results_file.exists(), "ansible-playbook 2.16 rc %d:\n%s\n%s" % (
+        run.returncode, run.stdout[-4000:], run.stderr[-2000:])
+    results = json.loads(results_file.read_text())
+
+    instant = results["instant"]
+    assert not instant.get("failed"), instant
+    assert (instant["result_type"], instant["value"], instant["ok"]) == ("vector", 42.0, True)
+    points = results["range"]["series"][0]["values"]
+    assert results["range"]["result_type"] == "matrix" and len(points) >= 4 and {v for _, v in points} == {1.0}
+    named = results["named"]["answers"]
+    assert named["one"]["value"] == 1.0 and "range vector" in named["bad"]["error"], named
+    wrong = results["wrong_ca"]
+    assert wrong["failed"] is True and wrong["msg"].startswith("TLS verification of %s failed" % url), wrong
+    assert results["unverified"]["value"] == 7.0, results["unverified"]
 
 
 def validation_play(roles: List[str], results_file: Path) -> List[Dict[str, Any]]:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.fixtures.compat import PINS
+
 REPO = Path(__file__).resolve().parents[2]
 EE = REPO / "execution-environment.yml"
 BUILDER = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "ansible-builder"
@@ -64,3 +66,26 @@ def test_ansible_builder_create_succeeds_offline(tmp_path: Path) -> None:
     copied = pinned(context / "_build" / "requirements.txt")
     assert copied == pinned(REPO / "meta" / "ee-requirements.txt")
     assert "assemble" in containerfile
+
+
+def test_an_ee_that_installs_the_collection_gets_its_libraries_with_lower_bounds(tmp_path: Path) -> None:
+    """ansible-builder reads the installed collection's meta/execution-environment.yml: the libraries the
+    plugins import, each at least the version the ansible-core 2.16 test runs with, and no ansible-core."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    galaxy = str(BUILDER.with_name("ansible-galaxy"))
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    tarball = tmp_path / "dist" / ("fintech-redis_storm-%s.tar.gz" % version)
+    for step in ([galaxy, "collection", "build", "--output-path", str(tarball.parent), str(REPO)],
+                 [galaxy, "collection", "install", "-p", str(tmp_path / "installed"), str(tarball)]):
+        done = subprocess.run(step, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    result = subprocess.run([str(BUILDER), "introspect", str(tmp_path / "installed")], capture_output=True,
+                            text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    listed = yaml.safe_load(result.stdout.split("---", 1)[1])["python"]
+    assert all(line.endswith("# from collection fintech.redis_storm") for line in listed), listed
+    bounds = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", line.split("#")[0].strip()).groups()  # type: ignore[union-attr]
+                  for line in listed)
+    oldest = dict(pin.split("==") for pin in PINS)
+    assert set(bounds) == {DISTRIBUTION.get(name, name).lower() for name in plugin_imports()}
+    assert bounds == {name: oldest[name] for name in bounds}, (bounds, oldest)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import ssl
 import subprocess
 import threading
@@ -25,7 +24,7 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.fintech.redis_storm.plugins.modules import prometheus_query
 
 from tests.fixtures.redis import RedisServer, free_port, make_tls_certs, play_module, start_redis
-from tests.fixtures.services import require_binary
+from tests.fixtures.services import require_binary, stop_process_group
 
 pytestmark = pytest.mark.integration
 
@@ -44,16 +43,6 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
             last = exc
         time.sleep(0.1)
     pytest.fail("timed out after %.0f s waiting for %s (last error: %s)" % (timeout, what, last))
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
 
 
 class Stack:
@@ -99,7 +88,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield built
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_process_group(process)
         redis.stop()
 
 

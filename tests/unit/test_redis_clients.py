@@ -7,7 +7,7 @@ import pytest
 import redis
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_clients as rc
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import classify
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import Connection, classify
 
 # One line per server generation, as each prints it.
 REDIS_62 = ("id=7 addr=10.1.0.5:50412 laddr=10.1.0.2:6379 fd=9 name=checkout age=120 idle=3 flags=N db=0 sub=0 "
@@ -263,3 +263,9 @@ def test_classify_operator_mistakes_raise_a_clear_error(exc, options, text):
         classify(exc, options)
     assert text in raised.value.message
     assert "pw" not in raised.value.message.replace("password", "")
+
+
+def test_reading_from_an_unreachable_connection_is_a_storm_error_with_its_cause() -> None:
+    refused = Connection(None, reachable=False, error="Redis at 10.0.0.1:6379 refused the TCP connection")
+    with pytest.raises(StormError, match=r"no connection to Redis: Redis at 10\.0\.0\.1:6379 refused"):
+        rc.read_client_list(refused, {})
