@@ -57,7 +57,9 @@ def test_check_apply_second_apply_restore_and_restore_again(ledger: Any, redis_s
     assert applied["changed"] is True and applied["diff"] == planned["diff"]
     assert config(redis_server) == planned["diff"]["after"]
     entry = ledger_entries(ledger, INCIDENT)[-1]
-    assert entry["target"] == {"type": "redis", "endpoint": "%s:%d" % (redis_server.host, redis_server.port)}
+    assert entry["target"] == {"type": "redis", "endpoint": "%s:%d" % (redis_server.host, redis_server.port),
+                               "run_id": redis_server.info("server")["run_id"],
+                               "replid": redis_server.info("replication")["master_replid"]}
     assert entry["state"] == "applied" and entry["rung"] == "redis_capacity"
     assert {f["path"][0]: f["before"] for f in entry["fields"]} == original
     assert applied["ledger"]["entry_id"] == entry["id"]

@@ -157,11 +157,11 @@ def test_a_field_already_back_at_its_original_is_not_drift() -> None:
 def test_pending_entry_is_judged_by_the_live_value() -> None:
     kube = seeded()
     ledger = Ledger(kube, "inc-1")
-    never = ledger.record("m", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
+    never = ledger.record("ingress_rate_limit", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
     outcome = ledger.restore(never)
     assert outcome["outcome"] == "unapplied" and not outcome["changed"]
     assert ledger.entries()[0]["state"] == "failed"
-    landed = ledger.record("m", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
+    landed = ledger.record("ingress_rate_limit", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
     kube.request("PATCH", INGRESS.path, body={"metadata": {"annotations": {ANNOTATION[2]: "10"}}})
     outcome = ledger.restore(landed)
     assert outcome["outcome"] == "restored" and outcome["changed"]
@@ -209,7 +209,7 @@ def test_ledger_write_retries_conflicts() -> None:
     ledger = Ledger(kube, "inc-1")
     apply(kube, ledger, "10")
     kube.fail("PUT", ledger.path, 409, times=2)
-    assert ledger.record("m", INGRESS.to_target(), [])["id"] == "entry-0002"
+    assert ledger.record("ingress_rate_limit", INGRESS.to_target(), [])["id"] == "entry-0002"
 
 
 def test_ledger_gives_up_after_bounded_conflicts() -> None:
@@ -218,14 +218,14 @@ def test_ledger_gives_up_after_bounded_conflicts() -> None:
     apply(kube, ledger, "10")
     kube.fail("PUT", ledger.path, 409, times=10)
     with pytest.raises(StormError, match="conflicts"):
-        ledger.record("m", INGRESS.to_target(), [])
+        ledger.record("ingress_rate_limit", INGRESS.to_target(), [])
 
 
 def test_missing_ledger_namespace_says_how_to_fix_it() -> None:
     kube = FakeKube()
     kube.fail("POST", "/configmaps", 404)
     with pytest.raises(StormError, match="namespace redis-storm does not exist"):
-        Ledger(kube, "inc-1").record("m", INGRESS.to_target(), [])
+        Ledger(kube, "inc-1").record("ingress_rate_limit", INGRESS.to_target(), [])
 
 
 class FakeRedis:
