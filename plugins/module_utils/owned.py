@@ -121,9 +121,14 @@ def refusal(entry: Dict[str, Any]) -> Optional[str]:
 def check(entry: Dict[str, Any]) -> None:
     """Raise a StormError naming the entry when it is outside the table."""
     reason = refusal(entry)
-    if reason:
-        raise StormError("ledger entry %s (%s) refused: %s; nothing was written for it" % (
-            entry.get("id") or "(new)", describe(entry.get("target") or {}), reason), refused=True)
+    if not reason:
+        return
+    where = describe(entry.get("target") or {})
+    if entry.get("id"):
+        raise StormError("ledger entry %s (%s) refused: %s; nothing was written for it" % (entry["id"], where, reason),
+                         refused=True)
+    raise StormError("refused to change %s: %s; nothing was changed (owned.py lists what the mitigations write)"
+                     % (where, reason), refused=True)
 
 
 def describe(target: Dict[str, Any]) -> str:

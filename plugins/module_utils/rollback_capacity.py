@@ -46,7 +46,11 @@ class RedisSide:
         self._connection: Any = None
         if not options:
             return
-        connection = redis_conn.connect(dict(options))
+        try:
+            connection = redis_conn.connect(dict(options))
+        except StormError as exc:  # a refused password or certificate: the Kubernetes entries still go back
+            self.error = exc.message
+            return
         if not connection.reachable:
             self.error = connection.error
             return

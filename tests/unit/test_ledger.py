@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict
 
 import pytest
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
     ABSENT,
@@ -311,3 +313,30 @@ def test_redis_dry_run_uses_the_overlay_too() -> None:
     assert second["outcome"] == "restored" and second["fields"] == [{"path": ["timeout"], "live": "30",
                                                                      "restored": "0"}]
     assert server.config["timeout"] == "10"
+
+
+@pytest.mark.parametrize("module, target, path, reason", [
+    ("workload_scale", ObjectRef("apps/v1", "Deployment", "deployments", "trading", "api").to_target(),
+     ["spec", "template"], "workload_scale does not change apps/v1 deployments"),
+    ("ingress_rate_limit", INGRESS.to_target(), ["spec", "rules"], "does not own field(s) spec.rules of a Ingress"),
+    ("redis_runtime_config", redis_target("10.0.0.5:6379"), ["dir"], "Redis directive(s) dir are not in the CONFIG"),
+])
+def test_record_refuses_what_no_mitigation_writes_before_writing(module: str, target: Dict[str, Any],
+                                                                  path: list, reason: str) -> None:
+    kube = seeded()
+    with pytest.raises(StormError, match=re.escape(reason)):
+        Ledger(kube, "inc-1").record(module, target, [make_field(path, True, "a", "b")])
+    assert kube.writes == []
+
+
+@pytest.mark.parametrize("recorded, found, replids, spelled, match", [
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "a", ("x", ""), "localhost:6379", "same"),
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("r", ""), "127.0.0.1:6379", "restarted"),
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("x", "r"), "127.0.0.1:6379", "restarted"),
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("x", ""), "127.0.0.1:6379", "other"),
+    ({"endpoint": "127.0.0.1:6379"}, "b", ("x", ""), "127.0.0.1:6379", "same"),
+    ({"endpoint": "127.0.0.1:6379"}, "b", ("x", ""), "localhost:6379", "other"),
+])
+def test_a_redis_entry_matches_the_server_by_its_identity(recorded: Dict[str, Any], found: str, replids: tuple,
+                                                          spelled: str, match: str) -> None:
+    assert redis_server.match(dict(recorded, type="redis"), {"run_id": found}, replids, spelled) == match
