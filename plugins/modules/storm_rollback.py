@@ -10,7 +10,7 @@ module: storm_rollback
 short_description: Undo every mitigation of an incident from its ledger
 description:
   - Reads the incident's undo ledger ConfigMap and restores its open entries in dependency order, putting back
-    the recorded values of the fields each mitigation changed (and deleting objects it created): Kubernetes entries
+    the recorded values of the fields each mitigation changed (and deleting objects it created), Kubernetes entries
     newest first, then Redis entries. An entry waits for the newer entries of the same object or server, for the
     entries that reference an object it created (the Ingress naming a Traefik Middleware), and a Redis entry waits
     for every entry that adds clients.
