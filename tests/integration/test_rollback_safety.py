@@ -203,6 +203,29 @@ def test_redis_down_leaves_its_entries_and_restores_the_kubernetes_ones(cluster:
     assert "run ansible-playbook" in result.msg
 
 
+def test_a_saturated_redis_defers_scale_ups_and_what_waits_for_them(cluster: Any,
+                                                                   redis_factory: Callable[..., Any]) -> None:
+    server = redis_factory(maxclients=20)
+    raise_maxclients(cluster, server, 30)
+    mitigate(cluster, "feature_flag", name="trading-api-flags", flags={"redis.retry.aggressive": "false"})
+    mitigate(cluster, "workload_scale", replicas=3)
+    held = [server.client() for _ in range(31)]  # maxclients 30: the 31st is refused
+    for conn in held[:-1]:
+        conn.ping()
+    with pytest.raises(redis.ConnectionError, match="max number of clients"):
+        held[-1].ping()
+
+    result = rollback(cluster, redis=redis_args(server))
+    assert result.failed
+    assert Target(cluster, FLAGS).value(("data", "redis.retry.aggressive")) == "true"
+    assert replicas(cluster) == 3  # no scale-up into a Redis that refuses clients
+    left = {o["outcome"]: o for o in result["left"]}
+    assert set(left) == {"deferred", "blocked"}, result["left"]
+    assert "max number of clients" in left["deferred"]["reason"]
+    # and maxclients is not lowered before the scale-up it waits for
+    assert left["blocked"]["target"].startswith("Redis ") and left["deferred"]["entry_id"] in left["blocked"]["reason"]
+
+
 def test_redis_entries_match_the_server_not_the_spelling_of_its_address(cluster: Any,
                                                                         redis_factory: Callable[..., Any]) -> None:
     server, other = redis_factory(), redis_factory()
