@@ -18,6 +18,7 @@ An entry::
      "fields": [{"path": ["spec", "replicas"], "present_before": true, "before": 6,
                  "present_after": true, "after": 3}],
      "state": "pending" | "applied" | "restored" | "failed" | "missing",
+     "deferred": "why rollback kept it open (a pending entry it will finish later)",
      "by": "storm-operator@host", "recorded_at": "...", "applied_at": "...", "restored_at": "..."}
 
 Write order keeps a half-way failure truthful: ``record()`` writes the entry as ``pending``
@@ -28,7 +29,11 @@ annotations ``redis-storm.fintech.io/incident`` and ``redis-storm.fintech.io/led
 (the ids of its open entries); they are removed when its last open entry is restored.
 
 Field paths are lists of dict keys; the value at a path is owned whole (a dict value is
-restored exactly, keys we added are removed). For Redis targets a field path is the one
+restored exactly, keys we added are removed). A path through a JSON document held in a string
+has ``{json}`` where the string ends (``json_fields``): only the changed leaves are stored. A
+scale-up rollback takes in steps lists them in the field's ``stepped`` before writing each, so
+they are not drift. Only what ``owned`` lists is recorded or restored; an entry is at most
+``ENTRY_LIMIT`` bytes and new entries stop at ``LEDGER_BUDGET``. For Redis targets a field path is the one
 directive name (``["maxclients"]``) and values are the strings ``CONFIG GET`` returns.
 """
 
@@ -504,7 +509,7 @@ class Ledger:
             if entry.get("state") not in OPEN_STATES:
                 return dict(outcome, outcome="noop", msg="%s is already %s" % (entry["id"], entry.get("state")))
             try:
-                check_restorable(entry, guards)
+                owned.check_restorable(entry, guards)
             except StormError as exc:
                 return dict(outcome, outcome="refused", msg=exc.message)
             try:
@@ -697,22 +702,6 @@ class Ledger:
             entry["id"], ", ".join("%s=%s" % (f["path"][0], f["before"]) for f in to_put_back) or "nothing to put back",
             endpoint))
         return self._close(entry, outcome, "restored", dry_run)
-
-
-def check_restorable(entry: Dict[str, Any], guards: Optional[Guards]) -> None:
-    """A StormError naming the entry when it is outside what the mitigations write or the guard rails."""
-    owned.check(entry)
-    target = entry.get("target") or {}
-    if guards is None or target.get("type") != "k8s":
-        return
-    try:
-        guards.check_namespace(str(target.get("namespace") or ""))
-        for workload in owned.workloads(target):
-            namespace, _, name = workload.partition("/")
-            guards.check_workload(namespace, name)
-    except StormError as exc:
-        raise StormError("ledger entry %s (%s) refused: %s" % (entry.get("id"), target_label(target), exc.message),
-                         refused=True) from exc
 
 
 def drift_message(entry: Dict[str, Any], outcome: Dict[str, Any]) -> str:

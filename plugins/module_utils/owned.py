@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 
 FieldPath = Tuple[str, ...]
 
@@ -129,6 +130,22 @@ def check(entry: Dict[str, Any]) -> None:
                          refused=True)
     raise StormError("refused to change %s: %s; nothing was changed (owned.py lists what the mitigations write)"
                      % (where, reason), refused=True)
+
+
+def check_restorable(entry: Dict[str, Any], guards: Optional[Guards]) -> None:
+    """A StormError naming the entry when it is outside the table or the guard rails."""
+    check(entry)
+    target = entry.get("target") or {}
+    if guards is None or target.get("type") != "k8s":
+        return
+    try:
+        guards.check_namespace(str(target.get("namespace") or ""))
+        for workload in workloads(target):
+            namespace, _, name = workload.partition("/")
+            guards.check_workload(namespace, name)
+    except StormError as exc:
+        raise StormError("ledger entry %s (%s) refused: %s" % (entry.get("id"), describe(target), exc.message),
+                         refused=True) from exc
 
 
 def describe(target: Dict[str, Any]) -> str:

@@ -17,21 +17,19 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_server
+from ansible_collections.fintech.redis_storm.plugins.module_utils import owned, redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
     Ledger,
     Overlay,
-    check_restorable,
     get_path,
     overlay_of,
     set_path,
     target_key,
     target_label,
 )
-from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import references
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capacity import (
     Gates,
     RedisSide,
@@ -59,7 +57,7 @@ def depends_on(entry: Dict[str, Any], entries: List[Dict[str, Any]]) -> List[Dic
             continue
         same = target_key(other.get("target") or {}) == target_key(target) and int(other.get("seq", 0)) > seq
         capacity_first = target.get("type") == "redis" and adds_clients(other)
-        if same or capacity_first or references(other, entry):
+        if same or capacity_first or owned.references(other, entry):
             found.append(other)
     return found
 
@@ -105,7 +103,7 @@ def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, redis: Red
                               "overlay": overlay if check_mode else None}
     target = entry.get("target") or {}
     try:
-        check_restorable(entry, guards)
+        owned.check_restorable(entry, guards)
     except StormError as exc:
         return _outcome(entry, "refused", exc.message)
     if target.get("type") == "redis":
