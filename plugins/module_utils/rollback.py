@@ -42,9 +42,17 @@ PLAYBOOK = "ansible-playbook -i <inventory> playbooks/rollback.yml -e incident_i
 
 
 def restore_order(entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Kubernetes entries newest first, then Redis entries newest first (``entries`` is newest first)."""
-    return ([e for e in entries if (e.get("target") or {}).get("type") != "redis"]
-            + [e for e in entries if (e.get("target") or {}).get("type") == "redis"])
+    """Kubernetes entries newest first, then Redis entries newest first (``entries`` is newest first),
+    each moved after the entries it depends on."""
+    waiting = ([e for e in entries if (e.get("target") or {}).get("type") != "redis"]
+               + [e for e in entries if (e.get("target") or {}).get("type") == "redis"])
+    ordered: List[Dict[str, Any]] = []
+    while waiting:
+        placed = {e["id"] for e in ordered}
+        ready = [e for e in waiting if all(d["id"] in placed for d in depends_on(e, entries))]
+        ordered.append(ready[0] if ready else waiting[0])  # a cycle (a hand-made ledger): its entries end blocked
+        waiting.remove(ordered[-1])
+    return ordered
 
 
 def depends_on(entry: Dict[str, Any], entries: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -76,7 +84,8 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
     overlays: Dict[Any, Overlay] = {}
     try:
         for entry in restore_order(entries):
-            waits = [d["id"] for d in depends_on(entry, entries) if by_id[d["id"]]["outcome"] not in DONE]
+            waits = [d["id"] for d in depends_on(entry, entries)
+                     if (by_id.get(d["id"]) or {}).get("outcome") not in DONE]
             if waits:
                 done = _outcome(entry, "blocked", "%s: left as it is: it waits for %s, which could not be restored" % (
                     entry["id"], ", ".join(waits)))

@@ -25,6 +25,8 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     overlay_of,
     redis_target,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import TRAEFIK_ROUTER_MIDDLEWARES
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import depends_on, restore_order
 
 from tests.helpers.fake_kube import FakeKube, merge_patch
 
@@ -340,3 +342,20 @@ def test_record_refuses_what_no_mitigation_writes_before_writing(module: str, ta
 def test_a_redis_entry_matches_the_server_by_its_identity(recorded: Dict[str, Any], found: str, replids: tuple,
                                                           spelled: str, match: str) -> None:
     assert redis_server.match(dict(recorded, type="redis"), {"run_id": found}, replids, spelled) == match
+
+
+def test_rollback_order_puts_a_created_middleware_after_the_ingress_that_names_it_even_when_older() -> None:
+    ingress = {"id": "entry-0001", "seq": 1, "module": "ingress_rate_limit", "action": "patch",
+               "target": INGRESS.to_target(),
+               "fields": [make_field(["metadata", "annotations", TRAEFIK_ROUTER_MIDDLEWARES], False, None,
+                                     "trading-redis-storm-ratelimit-api@kubernetescrd")]}
+    middleware = {"id": "entry-0002", "seq": 2, "module": "ingress_rate_limit", "action": "create",
+                  "target": ObjectRef("traefik.io/v1alpha1", "Middleware", "middlewares", "trading",
+                                      "redis-storm-ratelimit-api").to_target(),
+                  "fields": [make_field(["spec", "rateLimit"], False, None, {"average": 5})]}
+    flag = {"id": "entry-0003", "seq": 3, "module": "feature_flag", "action": "patch",
+            "target": ObjectRef("v1", "ConfigMap", "configmaps", "trading", "flags").to_target(),
+            "fields": [make_field(["data", "retry"], True, "true", "false")]}
+    newest_first = [flag, middleware, ingress]
+    assert [e["id"] for e in restore_order(newest_first)] == ["entry-0003", "entry-0001", "entry-0002"]
+    assert depends_on(middleware, newest_first) == [ingress]
