@@ -54,8 +54,8 @@ def replicas(kubeapi: Any) -> int:
     return int(Target(kubeapi, DEPLOYMENT).value(("spec", "replicas")))
 
 
-def scale_writes(kubeapi: Any, since: int) -> List[int]:
-    """The replicas each real write of the Deployment's scale set, in order (from the audit log's patches)."""
+def scale_writes(kubeapi: Any, since: int) -> List[Dict[str, Any]]:
+    """The real writes of the Deployment's scale subresource since ``since``, from the audit log."""
     return [w for w in kubeapi.writes(since=since) if w["resource"] == "deployments" and w["subresource"] == "scale"]
 
 
@@ -109,6 +109,8 @@ def test_maxclients_stays_raised_while_clients_are_above_the_old_limit(cluster: 
     assert redis_entry["state"] == "pending" and "maxclients stays" in redis_entry["deferred"]
     # the offenders came back first, in steps (3 -> 5 -> 6), with Redis checked before each
     assert replicas(cluster) == 6 and len(scale_writes(cluster, mark)) == 2
+    scale_entry = next(e for e in ledger_entries(cluster, cluster.incident_id) if e["module"] == "workload_scale")
+    assert scale_entry["state"] == "restored" and scale_entry["fields"][0]["stepped"] == [5]
 
     for conn in held:
         conn.close()
