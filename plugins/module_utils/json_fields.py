@@ -64,10 +64,13 @@ def leaves(before: Dict[str, Any], after: Dict[str, Any], prefix: Sequence[str] 
 
 
 def narrow(field: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """A field whose both sides are JSON documents, as one field per changed leaf; other fields as they are."""
+    """A field whose both sides are flagd documents, as one field per changed leaf; other fields as they are
+    (a plain flag whose value happens to be JSON is owned whole, as it was written)."""
     before = document(field.get("before")) if field.get("present_before") else None
     after = document(field.get("after")) if field.get("present_after", True) else None
     if before is None or after is None or split(field["path"]) is not None:
+        return [field]
+    if not (isinstance(before.get("flags"), dict) and isinstance(after.get("flags"), dict)):
         return [field]
     return [{"path": [*list(field["path"]), MARK, *keys], "present_before": had, "before": old if had else None,
              "present_after": has, "after": new if has else None}
