@@ -27,6 +27,11 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn imp
     redis_options,
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_server import identity
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capacity import (
+    HEADROOM_PERCENT,
+    lowers_maxclients,
+    room,
+)
 
 MODULE = "redis_runtime_config"
 SETTINGS = REDIS_DIRECTIVES
@@ -165,6 +170,22 @@ class RuntimeConfig:
                 "included, would be refused; choose a higher value or set allow_maxclients_below_connected: true"
                 % (wanted["maxclients"], connected, self.where), connected_clients=connected)
 
+    def guard_restore(self, entry: Dict[str, Any]) -> None:
+        """Lowering maxclients back while the clients would not fit under it refuses everyone: refuse that."""
+        old = lowers_maxclients(entry)
+        if old is None or self.allow_below_connected:
+            return
+        info = self._call("INFO clients", lambda: self.client.info("clients"))
+        connected = int(info.get("connected_clients", 0))
+        if connected >= room(old):
+            raise GuardRefusal(
+                "maxclients_below_connected",
+                "restoring maxclients %d on Redis at %s while %d clients are connected (not below %d, %d%% of it) "
+                "would refuse new clients; it stays raised (ledger %s stays open): restore once the clients have "
+                "fallen, or set allow_maxclients_below_connected: true" % (
+                    old, self.where, connected, room(old), 100 - HEADROOM_PERCENT, entry["id"]),
+                connected_clients=connected)
+
     def apply(self, settings: Dict[str, Any]) -> Dict[str, Any]:
         wanted = wanted_settings(settings)
         if not wanted:
@@ -209,6 +230,7 @@ class RuntimeConfig:
         # check mode sets nothing, so older entries must be judged against what the newer ones would put back
         redis = _Simulated(self.client) if self.check_mode else self.client
         for entry in self.ledger.open_entries(self.server_target()):
+            self.guard_restore(entry)
             done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode, redis=redis)
             if done["outcome"] in ("drifted", "failed", "refused"):
                 raise StormError(done["msg"], drift=done["drift"], entry_id=entry["id"])

@@ -29,7 +29,12 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REPLICAS
 
-CAPACITY_MODULES = ("workload_scale", "hpa_pause")
+HEADROOM_PERCENT = 20
+
+
+def room(limit: int, headroom_percent: int = HEADROOM_PERCENT) -> int:
+    """The clients a limit takes with its headroom kept free."""
+    return int(limit * (100 - headroom_percent) / 100)
 
 
 class RedisSide:
@@ -106,7 +111,7 @@ class Gates:
         self.redis = redis
         self.check_mode = check_mode
         headroom = params.get("headroom_percent")
-        self.headroom = 20 if headroom is None else int(headroom)
+        self.headroom = HEADROOM_PERCENT if headroom is None else int(headroom)
         self.step_percent = int(params.get("scale_up_step_percent") or 50)
         self.settle = float(params.get("scale_up_settle_seconds") or 0)
         self.sleep = sleep
@@ -115,7 +120,7 @@ class Gates:
                              % (self.headroom, self.step_percent))
 
     def _room(self, limit: int) -> int:
-        return int(limit * (100 - self.headroom) / 100)
+        return room(limit, self.headroom)
 
     def no_headroom(self) -> Optional[str]:
         """Why Redis cannot take more clients now, or None when it can."""

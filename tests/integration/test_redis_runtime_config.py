@@ -132,6 +132,18 @@ def test_maxclients_below_the_connected_clients_is_a_guard_refusal(ledger: Any, 
         assert config(redis_server)["maxclients"] == "200" and ledger.audit(since=mark) == []
 
 
+def test_restoring_maxclients_below_the_connected_clients_is_a_guard_refusal(ledger: Any, redis_server: Any) -> None:
+    raised = run(args(ledger, redis_server, settings={"maxclients": 300}))
+    assert raised["changed"], raised.msg
+    with StormGen(redis_server.port, password=redis_server.password, sources=[("127.0.40.1", 170)]) as storm:
+        storm.wait_connected(170, timeout=20)
+        kept = run(args(ledger, redis_server, state="restored"))
+        assert kept.failed and kept["guard"] == "maxclients_below_connected", kept.msg
+        assert "restoring maxclients 200" in kept.msg and config(redis_server)["maxclients"] == "300"
+    restored = run(args(ledger, redis_server, state="restored"))
+    assert not restored.failed and config(redis_server)["maxclients"] == "200", restored.msg
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [({"save": ""}, "settings.save cannot be changed by this module"),
