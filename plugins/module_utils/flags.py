@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict
 
+from ansible_collections.fintech.redis_storm.plugins.module_utils import json_fields
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, ObjectRef
@@ -49,7 +50,7 @@ def flagd_document(text: str, flags: Dict[str, Any], where: str) -> str:
         if known[key].get("defaultVariant") != variant:
             known[key]["defaultVariant"] = variant
             changed = True
-    return json.dumps(document, indent=2) + "\n" if changed else text
+    return json_fields.dump(document, like=text) if changed else text
 
 
 def flag_plan(kube: Kube, params: Dict[str, Any]) -> Plan:

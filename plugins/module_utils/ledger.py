@@ -18,6 +18,7 @@ An entry::
      "fields": [{"path": ["spec", "replicas"], "present_before": true, "before": 6,
                  "present_after": true, "after": 3}],
      "state": "pending" | "applied" | "restored" | "failed" | "missing",
+     "deferred": "why rollback kept it open (a pending entry it will finish later)",
      "by": "storm-operator@host", "recorded_at": "...", "applied_at": "...", "restored_at": "..."}
 
 Write order keeps a half-way failure truthful: ``record()`` writes the entry as ``pending``
@@ -28,7 +29,11 @@ annotations ``redis-storm.fintech.io/incident`` and ``redis-storm.fintech.io/led
 (the ids of its open entries); they are removed when its last open entry is restored.
 
 Field paths are lists of dict keys; the value at a path is owned whole (a dict value is
-restored exactly, keys we added are removed). For Redis targets a field path is the one
+restored exactly, keys we added are removed). A path through a JSON document held in a string
+has ``{json}`` where the string ends (``json_fields``): only the changed leaves are stored. A
+scale-up rollback takes in steps lists them in the field's ``stepped`` before writing each, so
+they are not drift. Only what ``owned`` lists is recorded or restored; an entry is at most
+``ENTRY_LIMIT`` bytes and new entries stop at ``LEDGER_BUDGET``. For Redis targets a field path is the one
 directive name (``["maxclients"]``) and values are the strings ``CONFIG GET`` returns.
 """
 
@@ -43,7 +48,9 @@ import socket
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
+from ansible_collections.fintech.redis_storm.plugins.module_utils import json_fields, owned
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, KubeApiError, path_for
 
 DEFAULT_LEDGER_NAMESPACE = "redis-storm"
@@ -54,6 +61,11 @@ ENTRIES_KEY = "redis-storm.fintech.io/ledger-entries"
 RUNGS_KEY = "rungs.json"
 OPEN_STATES = ("pending", "applied")
 CONFLICT_RETRIES = 5
+# The API server refuses a ConfigMap whose data is over 1 MiB; a new entry must leave room for the
+# state changes and rung records still to come, so every open entry can always be closed.
+CONFIGMAP_LIMIT = 1024 * 1024
+LEDGER_BUDGET = CONFIGMAP_LIMIT - 64 * 1024
+ENTRY_LIMIT = 32 * 1024
 MERGE_PATCH = "application/merge-patch+json"
 
 FieldPath = Tuple[str, ...]
@@ -109,7 +121,12 @@ def default_actor(kube: Optional[Kube] = None) -> str:
 # --- field paths ---------------------------------------------------------------------------
 
 def get_path(obj: Any, path: Sequence[str]) -> Tuple[bool, Any]:
-    """(present, value) of a path in a nested dict."""
+    """(present, value) of a path in a nested dict (through a JSON document string, see json_fields)."""
+    parts = json_fields.split(path)
+    if parts is not None:
+        present, text = get_path(obj, parts[0])
+        doc = json_fields.document(text) if present else None
+        return (False, None) if doc is None else get_path(doc, parts[1])
     node = obj
     for key in path:
         if not isinstance(node, dict) or key not in node:
@@ -119,11 +136,35 @@ def get_path(obj: Any, path: Sequence[str]) -> Tuple[bool, Any]:
 
 
 def set_path(obj: Dict[str, Any], path: Sequence[str], value: Any) -> Dict[str, Any]:
+    parts = json_fields.split(path)
+    if parts is not None:
+        text = get_path(obj, parts[0])[1]
+        doc = json_fields.document(text) or {}
+        return set_path(obj, parts[0], json_fields.dump(set_path(doc, parts[1], value), text))
     node = obj
     for key in path[:-1]:
         node = node.setdefault(key, {})
     node[path[-1]] = value
     return obj
+
+
+def remove_path(obj: Dict[str, Any], path: Sequence[str]) -> Dict[str, Any]:
+    parts = json_fields.split(path)
+    if parts is not None:
+        present, text = get_path(obj, parts[0])
+        doc = json_fields.document(text) if present else None
+        if doc is not None:
+            set_path(obj, parts[0], json_fields.dump(remove_path(doc, parts[1]), text))
+        return obj
+    parent_present, parent = get_path(obj, path[:-1])
+    if parent_present and isinstance(parent, dict):
+        parent.pop(path[-1], None)
+    return obj
+
+
+def put_path(obj: Dict[str, Any], path: Sequence[str], present: bool, value: Any) -> Dict[str, Any]:
+    """Set the path (present) or remove it (absent)."""
+    return set_path(obj, path, value) if present else remove_path(obj, path)
 
 
 def with_overlay(obj: Dict[str, Any], overlay: Optional[Overlay]) -> Dict[str, Any]:
@@ -132,12 +173,7 @@ def with_overlay(obj: Dict[str, Any], overlay: Optional[Overlay]) -> Dict[str, A
         return obj
     out = copy.deepcopy(obj)
     for path, (present, value) in overlay.items():
-        if present:
-            set_path(out, path, value)
-        else:
-            parent_present, parent = get_path(out, path[:-1])
-            if parent_present and isinstance(parent, dict):
-                parent.pop(path[-1], None)
+        put_path(out, path, present, value)
     return out
 
 
@@ -225,10 +261,10 @@ class ObjectRef:
                    target["name"], target.get("subresource"))
 
 
-def redis_target(endpoint: str) -> Dict[str, Any]:
-    """The ledger target of a Redis server: pass ``redis_conn.endpoint(options)`` so that
-    storm_rollback, given the same connection options, recognises the server as this one."""
-    return {"type": "redis", "endpoint": endpoint}
+def redis_target(endpoint: str, identity: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+    """The ledger target of a Redis server: its address as given (for messages) and its own identity
+    (``redis_server.identity``: run_id, replid), by which rollback recognises it."""
+    return dict({"type": "redis", "endpoint": endpoint}, **(identity or {}))
 
 
 def target_label(target: Dict[str, Any]) -> str:
@@ -242,10 +278,14 @@ _TARGET_KEYS = ("type", "apiVersion", "resource", "namespace", "name", "subresou
 
 def target_key(target: Dict[str, Any]) -> Tuple[Any, ...]:
     """What identifies a target (for grouping entries by the object or server they changed)."""
+    if target.get("type") == "redis" and target.get("run_id"):
+        return ("redis", target["run_id"])
     return tuple(target.get(k) for k in _TARGET_KEYS)
 
 
 def _same_target(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
+    if a.get("type") == "redis" and b.get("type") == "redis" and not (a.get("run_id") and b.get("run_id")):
+        return a.get("endpoint") == b.get("endpoint")  # an entry recorded before servers were identified
     return target_key(a) == target_key(b)
 
 
@@ -345,7 +385,19 @@ class Ledger:
 
     def record(self, module: str, target: Dict[str, Any], fields: List[Dict[str, Any]], action: str = "patch",
                rung: Optional[str] = None) -> Dict[str, Any]:
-        """Write a new ``pending`` entry (before the change is made) and return it."""
+        """Write a new ``pending`` entry (before the change is made) and return it.
+
+        Only what the mitigations own is recorded (``owned``), only the changed leaves of a JSON
+        document, and only within ``ENTRY_LIMIT`` and ``LEDGER_BUDGET``: otherwise a StormError
+        before anything is written, so the mitigation does not write either."""
+        fields = narrow_fields(fields)
+        owned.check({"module": module, "target": target, "action": action, "fields": fields})
+        size = len(json.dumps(fields, sort_keys=True))
+        if size > ENTRY_LIMIT:
+            raise StormError(
+                "the undo record of %s on %s would be %d bytes, more than the %d a ledger entry may hold: nothing "
+                "was changed. Change fewer or smaller values in one step" % (
+                    module, target_label(target), size, ENTRY_LIMIT), entry_bytes=size)
 
         def add(data: Dict[str, str]) -> Dict[str, Any]:
             seq = 1 + max([int(e.get("seq", 0)) for e in _entries({"data": data})] or [0])
@@ -356,7 +408,7 @@ class Ledger:
             data[entry_id + ".json"] = json.dumps(entry, sort_keys=True)
             return entry
 
-        return self.update(add)
+        return self.update(add, limit=LEDGER_BUDGET)
 
     def set_state(self, entry_id: str, state: str, **extra: Any) -> Dict[str, Any]:
         """Move an entry to ``applied``, ``restored``, ``failed`` or ``missing`` (stamping the time)."""
@@ -370,6 +422,8 @@ class Ledger:
             if state in ("applied", "restored"):
                 entry[state + "_at"] = utc_now()
             entry.update(extra)
+            if "fields" in extra:
+                entry["fields"] = narrow_fields(extra["fields"])
             data[key] = json.dumps(entry, sort_keys=True)
             return dict(entry)
 
@@ -386,12 +440,20 @@ class Ledger:
 
         return self.update(edit)
 
-    def update(self, change: Callable[[Dict[str, str]], T]) -> T:
-        """Apply ``change`` to the ConfigMap's data (creating the ConfigMap first if needed)."""
+    def update(self, change: Callable[[Dict[str, str]], T], limit: int = CONFIGMAP_LIMIT) -> T:
+        """Apply ``change`` to the ConfigMap's data (creating the ConfigMap first if needed); a StormError,
+        before writing, when the data would be over ``limit`` bytes."""
         for _attempt in range(CONFLICT_RETRIES):
             cm = self.read()
             data: Dict[str, str] = dict((cm or {}).get("data") or {})
             result = change(data)
+            size = data_bytes(data)
+            if size > limit:
+                raise StormError(
+                    "the undo ledger %s/%s would grow to %d bytes, over the %d it may hold (the API server refuses a "
+                    "ConfigMap over %d): nothing was written. Roll back this incident's entries (or start a new "
+                    "incident_id) before mitigating further" % (self.namespace, self.name, size, limit,
+                                                               CONFIGMAP_LIMIT), ledger_bytes=size)
             try:
                 if cm is None:
                     self.kube.request("POST", path_for("v1", "configmaps", self.namespace), body=self._new(data))
@@ -421,7 +483,8 @@ class Ledger:
     # restoring
 
     def restore(self, entry: Dict[str, Any], force: bool = False, dry_run: bool = False,
-                redis: Any = None, overlay: Optional[Overlay] = None) -> Dict[str, Any]:
+                redis: Any = None, overlay: Optional[Overlay] = None, guards: Optional[Guards] = None
+                ) -> Dict[str, Any]:
         """Put back what ``entry`` replaced and close it; returns its outcome.
 
         Outcome: ``{entry_id, module, target, outcome, changed, msg, fields, drift}`` where
@@ -436,7 +499,8 @@ class Ledger:
         ``redis`` is a redis-py client for entries whose target is Redis. ``overlay``
         (``{path: (present, value)}``) is laid over the live values before judging: a dry run passes
         what the newer entries of the same target would have put back (``overlay_of``), since
-        nothing was written.
+        nothing was written. An entry outside what the mitigations write (``owned``) or outside the
+        ``guards`` (namespace allow-list, protected workloads) is ``refused``: nothing is written.
         """
         for attempt in range(CONFLICT_RETRIES):
             outcome: Dict[str, Any] = {"entry_id": entry["id"], "module": entry.get("module"),
@@ -444,6 +508,10 @@ class Ledger:
                                        "fields": [], "drift": []}
             if entry.get("state") not in OPEN_STATES:
                 return dict(outcome, outcome="noop", msg="%s is already %s" % (entry["id"], entry.get("state")))
+            try:
+                owned.check_restorable(entry, guards)
+            except StormError as exc:
+                return dict(outcome, outcome="refused", msg=exc.message)
             try:
                 if (entry.get("target") or {}).get("type") == "redis":
                     return self._restore_redis(entry, outcome, force, dry_run, redis, overlay)
@@ -466,7 +534,8 @@ class Ledger:
         for field in entry.get("fields") or []:
             present, value = read(live, field["path"])
             is_before = same(present, value, field["present_before"], field["before"])
-            is_after = same(present, value, field.get("present_after", True), field["after"])
+            is_after = same(present, value, field.get("present_after", True), field["after"]) or (
+                present and value in (field.get("stepped") or []))
             at_before.append(is_before)
             if is_before:
                 continue
@@ -474,7 +543,8 @@ class Ledger:
                 outcome["drift"].append({"field": field_label(field["path"]), "set": field["after"],
                                          "found": value if present else None, "found_present": present})
             to_put_back.append(dict(field, live=value, live_present=present))
-        if entry.get("state") == "pending" and all(at_before) and not outcome["drift"]:
+        # a deferred entry was applied and is kept open on purpose: back at its original means restored
+        if entry.get("state") == "pending" and not entry.get("deferred") and all(at_before) and not outcome["drift"]:
             outcome.update(outcome="unapplied", msg="%s was recorded but its write never reached %s" % (
                 entry["id"], outcome["target"]))
             return None
@@ -492,6 +562,10 @@ class Ledger:
                      dry_run: bool, overlay: Optional[Overlay] = None) -> Dict[str, Any]:
         ref = ObjectRef.from_target(entry["target"])
         live = self.kube.find(ref.path)
+        if live is None and entry.get("action") == "create":
+            outcome.update(outcome="restored", msg="%s: %s, which the mitigation created, is already gone" % (
+                entry["id"], ref.label))
+            return self._close(entry, outcome, "restored", dry_run)
         if live is None:
             outcome.update(outcome="missing", msg="%s: %s no longer exists; nothing to put back" % (
                 entry["id"], ref.label))
@@ -517,7 +591,8 @@ class Ledger:
         outcome["fields"] = [{"path": f["path"], "live": f["live"] if f["live_present"] else None,
                               "restored": f["before"] if f["present_before"] else None} for f in to_put_back]
         if entry.get("action") == "create":
-            self._write(lambda: self.kube.request("DELETE", ref.object_path, query=query), ref, "delete")
+            self._write(lambda: self.kube.request("DELETE", ref.object_path, query=query), ref, "delete",
+                        gone_is_done=True)
             outcome.update(outcome="restored", changed=True, msg="%s: deleted %s, which the mitigation created" % (
                 entry["id"], ref.label))
             return self._close(entry, outcome, "restored", dry_run)
@@ -525,7 +600,13 @@ class Ledger:
         version = (live.get("metadata") or {}).get("resourceVersion")
         if version:  # precondition: a change after our drift check makes the write fail with 409
             patch["metadata"] = {"resourceVersion": version}
+        staged = copy.deepcopy(live)  # JSON documents in strings are rewritten whole, with every leaf put back
         for field in to_put_back:
+            parts = json_fields.split(field["path"])
+            if parts is not None:
+                put_path(staged, field["path"], field["present_before"], field["before"])
+                set_path(patch, parts[0], get_path(staged, parts[0])[1])
+                continue
             wanted = field["before"] if field["present_before"] else ABSENT
             set_path(patch, field["path"], merge_diff(field["live"] if field["live_present"] else None, wanted))
         if to_put_back:
@@ -578,10 +659,12 @@ class Ledger:
             pass
 
     @staticmethod
-    def _write(call: Callable[[], Any], ref: ObjectRef, verb: str) -> None:
+    def _write(call: Callable[[], Any], ref: ObjectRef, verb: str, gone_is_done: bool = False) -> None:
         try:
             call()
         except KubeApiError as exc:
+            if gone_is_done and exc.status == 404:
+                return  # deleted between our read and our delete: what the restore wanted
             raise StormError("could not %s %s: %s" % (verb, ref.label, exc.message), status=exc.status) from exc
 
     def _restore_redis(self, entry: Dict[str, Any], outcome: Dict[str, Any], force: bool, dry_run: bool,
@@ -636,6 +719,16 @@ def _config_get(redis: Any, name: str) -> Optional[str]:
     if isinstance(value, bytes):
         value = value.decode()
     return None if value is None else str(value)
+
+
+def narrow_fields(fields: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The fields with each JSON document replaced by the leaves that changed in it."""
+    return [leaf for field in fields for leaf in json_fields.narrow(field)]
+
+
+def data_bytes(data: Dict[str, str]) -> int:
+    """What the API server counts against a ConfigMap's size limit."""
+    return sum(len(key.encode()) + len(value.encode()) for key, value in data.items())
 
 
 def _load_json(text: Optional[str], default: Any) -> Any:

@@ -16,11 +16,10 @@ from typing import Any, Dict, List
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Desired, Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import OUTLIER, TCP_MAX
 
 MODULE = "mesh_circuit_breaker"
 DEFAULT_API = "networking.istio.io/v1beta1"
-TCP_MAX = ("spec", "trafficPolicy", "connectionPool", "tcp", "maxConnections")
-OUTLIER = ("spec", "trafficPolicy", "outlierDetection")
 # option -> outlierDetection key
 OUTLIER_OPTIONS = (("consecutive_5xx_errors", "consecutive5xxErrors"),
                    ("consecutive_gateway_errors", "consecutiveGatewayErrors"),

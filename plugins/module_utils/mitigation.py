@@ -310,8 +310,8 @@ class Mitigator:
         overlay: Overlay = {}
         for entry in self.ledger.open_entries(plan.ref.to_target()):
             done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode,
-                                       overlay=overlay if self.check_mode else None)
-            if done["outcome"] in ("drifted", "failed"):
+                                       overlay=overlay if self.check_mode else None, guards=self.guards)
+            if done["outcome"] in ("drifted", "failed", "refused"):
                 raise StormError(done["msg"], drift=done["drift"], entry_id=entry["id"])
             outcome.entry_ids.append(entry["id"])
             outcome.changed = outcome.changed or bool(done["changed"])

@@ -16,14 +16,16 @@ from typing import Any, Callable, Dict, List
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Desired, Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
+    NGINX_OPTIONS,
+    NGINX_PREFIX,
+    TRAEFIK_RATE_LIMIT,
+    TRAEFIK_ROUTER_MIDDLEWARES,
+    middleware_reference,
+)
 
 MODULE = "ingress_rate_limit"
 INGRESS_API = "networking.k8s.io/v1"
-NGINX_PREFIX = "nginx.ingress.kubernetes.io/"
-# option -> annotation suffix, in the order they are written
-NGINX_OPTIONS = (("rps", "limit-rps"), ("rpm", "limit-rpm"), ("connections", "limit-connections"),
-                 ("burst_multiplier", "limit-burst-multiplier"), ("whitelist", "limit-whitelist"))
-TRAEFIK_ROUTER_MIDDLEWARES = "traefik.ingress.kubernetes.io/router.middlewares"
 TRAEFIK_DEFAULT_API = "traefik.io/v1alpha1"
 MIDDLEWARE_PREFIX = "redis-storm-ratelimit-"
 NGINX_WARNING = ("ingress-nginx enforces these limits in each controller replica on its own: with N controller "
@@ -97,11 +99,6 @@ def middleware_name(ingress: str) -> str:
     return (MIDDLEWARE_PREFIX + ingress)[:253]
 
 
-def middleware_reference(namespace: str, name: str) -> str:
-    """How Traefik's Kubernetes Ingress provider names a Middleware CRD in the router annotation."""
-    return "%s-%s@kubernetescrd" % (namespace, name)
-
-
 def traefik_rate(params: Dict[str, Any]) -> Dict[str, Any]:
     _positive(params, ["rps", "rpm", "burst", "burst_multiplier"])
     for option in ("connections", "whitelist"):
@@ -139,7 +136,7 @@ def traefik_plans(params: Dict[str, Any]) -> List[Plan]:
             names.append(attached)  # appended: the middlewares already attached keep running first
         return {("metadata", "annotations", TRAEFIK_ROUTER_MIDDLEWARES): ",".join(names)}
 
-    middleware = Plan(ref, lambda live: {("spec", "rateLimit"): dict(rate)}, MODULE, workloads(params),
+    middleware = Plan(ref, lambda live: {TRAEFIK_RATE_LIMIT: dict(rate)}, MODULE, workloads(params),
                       create=create)
     attach = Plan(ingress_ref(params), router, MODULE, workloads(params))
     # restore walks back newest first: detach from the router before the Middleware goes away

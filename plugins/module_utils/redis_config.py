@@ -18,6 +18,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REDIS_DIRECTIVES
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     REDIS_ARG_SPEC,
     command_error,
@@ -25,9 +26,15 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn imp
     endpoint,
     redis_options,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_server import identity
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capacity import (
+    HEADROOM_PERCENT,
+    lowers_maxclients,
+    room,
+)
 
 MODULE = "redis_runtime_config"
-SETTINGS = ("timeout", "maxclients", "maxmemory-clients", "tcp-keepalive")
+SETTINGS = REDIS_DIRECTIVES
 # Redis' own refusal when maxclients + 32 file descriptors are more than it can get.
 FD_LIMIT = re.compile(r"not able to handle the specified number of clients, try with (\d+)")
 MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3,
@@ -147,6 +154,10 @@ class RuntimeConfig:
     def read(self, names: List[str]) -> Dict[str, Optional[str]]:
         return {name: self._call("CONFIG GET %s" % name, lambda n=name: config_get(self.client, n)) for name in names}
 
+    def server_target(self) -> Dict[str, Any]:
+        """The ledger target with the server's own identity, so any spelling of its address matches."""
+        return redis_target(self.where, self._call("INFO", lambda: identity(self.client)))
+
     def guard(self, wanted: Dict[str, str]) -> None:
         if "maxclients" not in wanted or self.allow_below_connected:
             return
@@ -158,6 +169,22 @@ class RuntimeConfig:
                 "maxclients %s is below the %d clients connected to Redis at %s: every new connection, operators' "
                 "included, would be refused; choose a higher value or set allow_maxclients_below_connected: true"
                 % (wanted["maxclients"], connected, self.where), connected_clients=connected)
+
+    def guard_restore(self, entry: Dict[str, Any]) -> None:
+        """Lowering maxclients back while the clients would not fit under it refuses everyone: refuse that."""
+        old = lowers_maxclients(entry)
+        if old is None or self.allow_below_connected:
+            return
+        info = self._call("INFO clients", lambda: self.client.info("clients"))
+        connected = int(info.get("connected_clients", 0))
+        if connected >= room(old):
+            raise GuardRefusal(
+                "maxclients_below_connected",
+                "restoring maxclients %d on Redis at %s while %d clients are connected (not below %d, %d%% of it) "
+                "would refuse new clients; it stays raised (ledger %s stays open): restore once the clients have "
+                "fallen, or set allow_maxclients_below_connected: true" % (
+                    old, self.where, connected, room(old), 100 - HEADROOM_PERCENT, entry["id"]),
+                connected_clients=connected)
 
     def apply(self, settings: Dict[str, Any]) -> Dict[str, Any]:
         wanted = wanted_settings(settings)
@@ -175,7 +202,7 @@ class RuntimeConfig:
             result["msg"] = "would set %s on Redis at %s" % (_pairs(wanted, changes), self.where)
             return result
         fields = [make_field([name], live[name] is not None, live[name], wanted[name]) for name in changes]
-        entry = self.ledger.record(MODULE, self.target, fields, rung=self.rung)
+        entry = self.ledger.record(MODULE, self.server_target(), fields, rung=self.rung)
         result["ledger"] = self.ledger.ref(entry["id"])
         for name in changes:
             try:
@@ -202,9 +229,10 @@ class RuntimeConfig:
         messages, ids, changed = [], [], False
         # check mode sets nothing, so older entries must be judged against what the newer ones would put back
         redis = _Simulated(self.client) if self.check_mode else self.client
-        for entry in self.ledger.open_entries(self.target):
+        for entry in self.ledger.open_entries(self.server_target()):
+            self.guard_restore(entry)
             done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode, redis=redis)
-            if done["outcome"] in ("drifted", "failed"):
+            if done["outcome"] in ("drifted", "failed", "refused"):
                 raise StormError(done["msg"], drift=done["drift"], entry_id=entry["id"])
             ids.append(entry["id"])
             changed = changed or bool(done["changed"])

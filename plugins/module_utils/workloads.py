@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List, Optional
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
@@ -13,13 +12,15 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, path_for
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, Ledger, ObjectRef, get_path
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
+    HPA_BEHAVIOR,
+    HPA_MAX,
+    HPA_SELECT_POLICY,
+    KEDA_PAUSED,
+    REPLICAS,
+)
 
 WORKLOAD_RESOURCES = {"Deployment": ("apps/v1", "deployments"), "StatefulSet": ("apps/v1", "statefulsets")}
-REPLICAS: FieldPath = ("spec", "replicas")
-HPA_SELECT_POLICY: FieldPath = ("spec", "behavior", "scaleUp", "selectPolicy")
-HPA_MAX: FieldPath = ("spec", "maxReplicas")
-HPA_BEHAVIOR: FieldPath = ("spec", "behavior")
-KEDA_PAUSED: FieldPath = ("metadata", "annotations", "autoscaling.keda.sh/paused")
 FULL_SYNC_WARNING = (
     "%s/%s looks like Redis: each new replica needs a full sync from the master (fork + RDB transfer), "
     "which adds load to the master during a storm; prefer raising maxclients or timeouts first")
@@ -97,17 +98,16 @@ def hpa_plan(kube: Kube, params: Dict[str, Any]) -> Plan:
 
     def desired_hpa(obj: Dict[str, Any]) -> Dict[FieldPath, Any]:
         spec = obj.get("spec") or {}
-        # the whole behavior is owned: the API server fills in defaults once it exists, and only
-        # removing it again restores an HPA that had none
-        behavior = copy.deepcopy(spec.get("behavior") or {})
-        behavior["scaleUp"] = dict(behavior.get("scaleUp") or {}, selectPolicy="Disabled")
         if get_path(obj, HPA_SELECT_POLICY)[1] == "Disabled":
-            return {HPA_BEHAVIOR: behavior, HPA_MAX: spec.get("maxReplicas")}  # already paused: keep the pin
+            return {HPA_SELECT_POLICY: "Disabled", HPA_MAX: spec.get("maxReplicas")}  # already paused: keep the pin
         current = (obj.get("status") or {}).get("currentReplicas")
         if current is None:
             current = _target_replicas(kube, namespace, spec.get("scaleTargetRef") or {})
         pinned = max(int(current), int(spec.get("minReplicas") or 1))
-        return {HPA_BEHAVIOR: behavior, HPA_MAX: pinned}
+        if "behavior" in spec:  # only the select policy is owned; the rest of the behavior stays the team's
+            return {HPA_SELECT_POLICY: "Disabled", HPA_MAX: pinned}
+        # none before: the API server fills in defaults once it exists, so only removing it again restores it
+        return {HPA_BEHAVIOR: {"scaleUp": {"selectPolicy": "Disabled"}}, HPA_MAX: pinned}
 
     return Plan(ref, desired_keda if kind == "ScaledObject" else desired_hpa, module="hpa_pause",
                 workloads=workloads)

@@ -159,11 +159,11 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation imp
     mitigation_argument_spec,
     run_module,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import middleware_reference
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rate_limit import (
     ARG_SPEC,
     build_plans,
     middleware_name,
-    middleware_reference,
 )
 
 

@@ -9,12 +9,22 @@ DOCUMENTATION = r"""
 module: storm_rollback
 short_description: Undo every mitigation of an incident from its ledger
 description:
-  - Reads the incident's undo ledger ConfigMap and restores every open entry, newest first, putting back
-    the recorded values of the fields each mitigation changed (and deleting objects it created).
-  - An entry whose field was changed after the mitigation (drift) is not restored unless O(force=true);
-    the module then fails with the field, the value we set and the value found.
-  - Entries whose object is gone are reported as missing. Redis entries (CONFIG SET) are restored when
-    O(redis) points at that server, and reported as skipped otherwise.
+  - Reads the incident's undo ledger ConfigMap and restores its open entries in dependency order, putting back
+    the recorded values of the fields each mitigation changed (and deleting objects it created), Kubernetes entries
+    newest first, then Redis entries. An entry waits for the newer entries of the same object or server, for the
+    entries that reference an object it created (the Ingress naming a Traefik Middleware), and a Redis entry waits
+    for every entry that adds clients.
+  - An entry that cannot be restored (drifted, failed, refused, deferred, skipped) holds back the entries that wait
+    for it (blocked); independent entries are still restored. The module then fails, listing what is left (RV(left))
+    and the command that finishes it (RV(next)).
+  - Drift (a field changed after the mitigation) is not restored unless O(force=true).
+  - Only what the mitigations write is restored (the kinds, fields and Redis directives they own), within
+    O(allowed_namespaces) and outside O(protected_workloads); anything else is refused, naming the entry.
+  - With O(redis), Redis entries are matched by the server's own run_id and replication id, whatever the spelling
+    of its address; entries that add clients (scale-ups, autoscalers unpaused) run only while Redis has headroom, a
+    scale-up in steps checked against Redis; maxclients goes back down only when the connected clients are below
+    the old value with a margin, else it stays raised and the entry stays pending (deferred) for a later rollback.
+    When Redis cannot be reached, its entries are left and the Kubernetes entries still restored.
   - A second rollback changes nothing.
 version_added: "0.1.0"
 author: fintech SRE (@fintech-sre)
@@ -34,9 +44,39 @@ options:
       - Restore over drift.
     type: bool
     default: false
+  allowed_namespaces:
+    description:
+      - Namespaces a restore may write to (the guard rail the mitigations use); an entry elsewhere is refused.
+    type: list
+    elements: str
+    default: []
+  protected_workloads:
+    description:
+      - C(namespace/name) or C(namespace/*) of workloads never scaled or unpaused; their entries are refused.
+    type: list
+    elements: str
+    default: []
+  headroom_percent:
+    description:
+      - Redis must keep this share of its client limit free. Entries that add clients run only while
+        C(connected_clients) is below (100 - this)% of C(maxclients); C(maxclients) is lowered only when
+        C(connected_clients) is below (100 - this)% of the old value.
+    type: int
+    default: 20
+  scale_up_step_percent:
+    description:
+      - A scale-up on the way back adds at most this percentage of the current replicas per step (at least one).
+    type: int
+    default: 50
+  scale_up_settle_seconds:
+    description:
+      - Seconds given to the new pods of a scale-up step to open their connections before Redis is checked again.
+    type: float
+    default: 10.0
   redis:
     description:
-      - How to reach Redis, to restore runtime configuration entries. Without it they are skipped.
+      - How to reach Redis, to restore runtime configuration entries and to check its headroom before anything
+        that adds clients. Without it Redis entries are left (the module fails) and scale-ups are not checked.
     type: dict
     suboptions:
       host:
@@ -101,7 +141,8 @@ summary:
   description: How many open entries ended in each outcome.
   returned: always
   type: dict
-  sample: {"restored": 3, "drifted": 0, "missing": 0, "skipped": 1, "failed": 0, "unapplied": 0}
+  sample: {"restored": 3, "drifted": 0, "missing": 0, "skipped": 1, "failed": 0, "unapplied": 0, "blocked": 0,
+           "deferred": 0, "refused": 0}
 entries:
   description:
     - One item per open entry, newest first, with its C(outcome) (restored, drifted, missing, skipped, failed,
@@ -112,6 +153,19 @@ entries:
   sample: [{"entry_id": "entry-0002", "module": "workload_scale", "target": "Deployment trading/api/scale",
             "outcome": "restored", "changed": true, "msg": "entry-0002: put back spec.replicas",
             "fields": [{"path": ["spec", "replicas"], "live": 3, "restored": 6}], "drift": []}]
+left:
+  description: The entries not restored, each with its C(outcome) and the C(reason).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"entry_id": "entry-0001", "target": "Redis 10.0.0.5:6379", "outcome": "deferred",
+            "reason": "entry-0001: deferred: maxclients stays at 1500: 1200 clients are connected, not below 800"}]
+next:
+  description: What to do about what is left, with the command that finishes the rollback.
+  returned: when something is left
+  type: list
+  elements: str
+  sample: ["drifted: check who changed those fields; to restore over their change run ansible-playbook ..."]
 ledger:
   description: The ledger ConfigMap.
   returned: always
@@ -133,6 +187,7 @@ msg:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GUARD_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import rollback
@@ -145,6 +200,10 @@ def main() -> None:
             ledger_namespace={"type": "str", "default": "redis-storm"},
             force={"type": "bool", "default": False},
             redis={"type": "dict", "options": REDIS_ARG_SPEC},
+            headroom_percent={"type": "int", "default": 20},
+            scale_up_step_percent={"type": "int", "default": 50},
+            scale_up_settle_seconds={"type": "float", "default": 10.0},
+            **GUARD_ARG_SPEC,
             **KUBE_ARG_SPEC,
         ),
         supports_check_mode=True,

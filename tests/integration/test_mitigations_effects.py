@@ -39,7 +39,8 @@ def mitigation(box: Sandbox, incident_id: str, **extra: Any) -> Dict[str, Any]:
 
 
 def rollback(box: Sandbox, incident_id: str) -> None:
-    result = run_module("storm_rollback", {"incident_id": incident_id, "kubeconfig": box.kubeconfig, "force": True})
+    result = run_module("storm_rollback", {"incident_id": incident_id, "kubeconfig": box.kubeconfig, "force": True,
+                                           "allowed_namespaces": ALLOWED})
     assert not result.failed, result.msg
 
 

@@ -160,7 +160,7 @@ def rung_and_rollback(world: World) -> Optional[str]:
     scaled = run_module("workload_scale", world.args(namespace=world.apps, name="api", replicas=3))
     if scaled.failed:
         return "workload_scale: " + scaled.msg
-    rollback = run_module("storm_rollback", common)
+    rollback = run_module("storm_rollback", dict(common, allowed_namespaces=[world.apps]))
     if rollback.failed or rollback["summary"].get("restored") != 1:
         return "storm_rollback: %s %s" % (rollback.msg, rollback.get("summary"))
     return None

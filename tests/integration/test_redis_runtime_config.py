@@ -57,7 +57,9 @@ def test_check_apply_second_apply_restore_and_restore_again(ledger: Any, redis_s
     assert applied["changed"] is True and applied["diff"] == planned["diff"]
     assert config(redis_server) == planned["diff"]["after"]
     entry = ledger_entries(ledger, INCIDENT)[-1]
-    assert entry["target"] == {"type": "redis", "endpoint": "%s:%d" % (redis_server.host, redis_server.port)}
+    assert entry["target"] == {"type": "redis", "endpoint": "%s:%d" % (redis_server.host, redis_server.port),
+                               "run_id": redis_server.info("server")["run_id"],
+                               "replid": redis_server.info("replication")["master_replid"]}
     assert entry["state"] == "applied" and entry["rung"] == "redis_capacity"
     assert {f["path"][0]: f["before"] for f in entry["fields"]} == original
     assert applied["ledger"]["entry_id"] == entry["id"]
@@ -128,6 +130,18 @@ def test_maxclients_below_the_connected_clients_is_a_guard_refusal(ledger: Any, 
         assert "refused by guard rail maxclients_below_connected" in refused.msg
         assert "allow_maxclients_below_connected: true" in refused.msg
         assert config(redis_server)["maxclients"] == "200" and ledger.audit(since=mark) == []
+
+
+def test_restoring_maxclients_below_the_connected_clients_is_a_guard_refusal(ledger: Any, redis_server: Any) -> None:
+    raised = run(args(ledger, redis_server, settings={"maxclients": 300}))
+    assert raised["changed"], raised.msg
+    with StormGen(redis_server.port, password=redis_server.password, sources=[("127.0.40.1", 170)]) as storm:
+        storm.wait_connected(170, timeout=20)
+        kept = run(args(ledger, redis_server, state="restored"))
+        assert kept.failed and kept["guard"] == "maxclients_below_connected", kept.msg
+        assert "restoring maxclients 200" in kept.msg and config(redis_server)["maxclients"] == "300"
+    restored = run(args(ledger, redis_server, state="restored"))
+    assert not restored.failed and config(redis_server)["maxclients"] == "200", restored.msg
 
 
 @pytest.mark.parametrize(

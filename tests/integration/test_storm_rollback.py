@@ -11,20 +11,21 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
 from tests.fixtures.kubeapi import running_kubeapi
 from tests.helpers.mitigations import Target, incident_for, kube_args, ledger_entries, no_writes_since, strip
 from tests.helpers.modules import run_module, run_playbook
+from tests.helpers.trading import (
+    DEPLOYMENT,
+    FLAGS,
+    INGRESS,
+    LEDGER_NAMESPACE,
+    MIDDLEWARE,
+    TRADING_API,
+    TRADING_FLAGS,
+)
 
 pytestmark = pytest.mark.integration
 
-DEPLOYMENT = "/apis/apps/v1/namespaces/trading/deployments/trading-api"
-FLAGS = "/api/v1/namespaces/trading/configmaps/trading-api-flags"
 HPA = "/apis/autoscaling/v2/namespaces/trading/horizontalpodautoscalers/trading-api"
-LABELS = {"app": "trading-api"}
 OBJECTS = [
-    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "redis-storm"}},
-    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "trading-api", "namespace": "trading"},
-     "spec": {"replicas": 6, "selector": {"matchLabels": LABELS},
-              "template": {"metadata": {"labels": LABELS}, "spec": {"containers": [{"name": "a", "image": "a:1"}]}}}},
-    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trading-api-flags", "namespace": "trading"},
-     "data": {"redis.retry.aggressive": "true"}},
+    LEDGER_NAMESPACE, TRADING_API, TRADING_FLAGS,
     {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
      "metadata": {"name": "trading-api", "namespace": "trading"},
      "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "trading-api"},
@@ -64,8 +65,8 @@ def originals(kubeapi: Any) -> Dict[str, Any]:
 
 
 def rollback(kubeapi: Any, check: bool = False, **extra: Any) -> Any:
-    return run_module("storm_rollback", dict(incident_id=kubeapi.incident_id, **kube_args(kubeapi), **extra),
-                      check=check, diff=True)
+    return run_module("storm_rollback", dict(incident_id=kubeapi.incident_id, allowed_namespaces=["trading"],
+                                             **kube_args(kubeapi), **extra), check=check, diff=True)
 
 
 def test_rollback_restores_everything_newest_first_and_twice_is_a_no_op(cluster: Any) -> None:
@@ -77,7 +78,8 @@ def test_rollback_restores_everything_newest_first_and_twice_is_a_no_op(cluster:
     no_writes_since(cluster, mark)
     done = rollback(cluster)
     assert done["changed"] and done["summary"] == {"restored": 3, "drifted": 0, "missing": 0, "skipped": 0,
-                                                   "failed": 0, "unapplied": 0}
+                                                   "failed": 0, "unapplied": 0,
+                                                   "blocked": 0, "deferred": 0, "refused": 0}
     assert [e["module"] for e in done["entries"]] == ["hpa_pause", "workload_scale", "feature_flag"]
     assert [e["outcome"] for e in done["entries"]] == [e["outcome"] for e in dry["entries"]]
     assert done["diff"] == dry["diff"]
@@ -147,7 +149,7 @@ def test_fault_after_the_write_leaves_a_pending_entry_that_rollback_restores(clu
     assert Target(cluster, DEPLOYMENT).value(("spec", "replicas")) == 6
 
 
-def test_redis_entries_restore_with_config_set_or_are_skipped(cluster: Any, redis_server: Any) -> None:
+def test_redis_entries_restore_with_config_set_or_are_left_as_skipped(cluster: Any, redis_server: Any) -> None:
     admin = redis_server.client()
     endpoint = "%s:%s" % (redis_server.host, redis_server.port)
     ledger = Ledger(Kube(kube_args(cluster)), cluster.incident_id)
@@ -157,9 +159,10 @@ def test_redis_entries_restore_with_config_set_or_are_skipped(cluster: Any, redi
     admin.config_set("timeout", "45")
     ledger.set_state(entry["id"], "applied")
 
-    skipped = rollback(cluster)
-    assert not skipped.failed and skipped["summary"]["skipped"] == 1
-    assert any("redis connection options" in w for w in skipped.warnings)
+    skipped = rollback(cluster)  # a skipped entry is left, never a success
+    assert skipped.failed and skipped["summary"]["skipped"] == 1
+    assert [o["entry_id"] for o in skipped["left"]] == [entry["id"]]
+    assert "redis connection options" in skipped.msg
     redis_options = {"host": redis_server.host, "port": redis_server.port, "password": redis_server.password}
     done = rollback(cluster, redis=redis_options)
     assert done["summary"]["restored"] == 1, done.msg
@@ -170,6 +173,7 @@ def test_redis_entries_restore_with_config_set_or_are_skipped(cluster: Any, redi
 def test_through_ansible_playbook(cluster: Any) -> None:
     mitigate(cluster)
     task = {"name": "rollback", "fintech.redis_storm.storm_rollback": {"incident_id": cluster.incident_id,
+                                                                        "allowed_namespaces": ["trading"],
                                                                         **kube_args(cluster)}}
     run = run_playbook([task, dict(task, name="again")])
     assert run.rc == 0, run.output + run.stderr
@@ -178,12 +182,6 @@ def test_through_ansible_playbook(cluster: Any) -> None:
 
 # ------------------------------------------------------------- two open entries on one object, check mode
 
-INGRESS = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-           "metadata": {"namespace": "trading", "name": "trading-api"},
-           "spec": {"rules": [{"host": "trade.example.com", "http": {"paths": [{
-               "path": "/", "pathType": "Prefix",
-               "backend": {"service": {"name": "trading-api", "port": {"number": 80}}}}]}}]}}
-MIDDLEWARE = "/apis/traefik.io/v1alpha1/namespaces/trading/middlewares/redis-storm-ratelimit-trading-api"
 
 
 @pytest.fixture
@@ -229,7 +227,8 @@ def test_storm_rollback_check_mode_of_two_entries_on_one_object_is_not_drift(kub
     mark = kubeapi.last_seq()
     dry = rollback(kubeapi, check=True)
     assert not dry.failed and dry["changed"] is True, dry.msg
-    assert dry["summary"] == {"restored": 5, "drifted": 0, "missing": 0, "skipped": 0, "failed": 0, "unapplied": 0}
+    assert dry["summary"] == {"restored": 5, "drifted": 0, "missing": 0, "skipped": 0, "failed": 0, "unapplied": 0,
+                                                   "blocked": 0, "deferred": 0, "refused": 0}
     assert all(e["drift"] == [] for e in dry["entries"])
     no_writes_since(kubeapi, mark)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from ansible_collections.fintech.redis_storm.plugins.module_utils import json_fields
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.flags import flag_text, flagd_document
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import make_field
 
 DOC = json.dumps({"flags": {"redis.retry.aggressive": {"state": "ENABLED", "variants": {"on": True, "off": False},
                                                        "defaultVariant": "on"}}})
@@ -39,3 +41,15 @@ def test_flagd_errors_name_the_problem(flags: dict, message: str) -> None:
 def test_flagd_rejects_a_non_json_key() -> None:
     with pytest.raises(StormError, match="not a flagd JSON document"):
         flagd_document("{", {"a": True}, "cm key flags.json")
+
+
+def test_only_the_changed_leaves_of_a_flagd_document_are_kept_and_plain_json_values_stay_whole() -> None:
+    flagd = {"flags": {"retry": {"variants": {"on": True, "off": False}, "defaultVariant": "on"},
+                       "other": {"variants": {"a": 1}, "defaultVariant": "a"}}}
+    switched = {"flags": dict(flagd["flags"], retry=dict(flagd["flags"]["retry"], defaultVariant="off"))}
+    field = make_field(["data", "flags.json"], True, json.dumps(flagd), json.dumps(switched))
+    assert json_fields.narrow(field) == [{
+        "path": ["data", "flags.json", json_fields.MARK, "flags", "retry", "defaultVariant"],
+        "present_before": True, "before": "on", "present_after": True, "after": "off"}]
+    plain = make_field(["data", "limits"], True, '{"rps": 5}', '{"rps": 1}')
+    assert json_fields.narrow(plain) == [plain]

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict
 
 import pytest
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
     ABSENT,
@@ -23,6 +25,8 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     overlay_of,
     redis_target,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import TRAEFIK_ROUTER_MIDDLEWARES
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import depends_on, restore_order
 
 from tests.helpers.fake_kube import FakeKube, merge_patch
 
@@ -157,11 +161,11 @@ def test_a_field_already_back_at_its_original_is_not_drift() -> None:
 def test_pending_entry_is_judged_by_the_live_value() -> None:
     kube = seeded()
     ledger = Ledger(kube, "inc-1")
-    never = ledger.record("m", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
+    never = ledger.record("ingress_rate_limit", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
     outcome = ledger.restore(never)
     assert outcome["outcome"] == "unapplied" and not outcome["changed"]
     assert ledger.entries()[0]["state"] == "failed"
-    landed = ledger.record("m", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
+    landed = ledger.record("ingress_rate_limit", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
     kube.request("PATCH", INGRESS.path, body={"metadata": {"annotations": {ANNOTATION[2]: "10"}}})
     outcome = ledger.restore(landed)
     assert outcome["outcome"] == "restored" and outcome["changed"]
@@ -209,7 +213,7 @@ def test_ledger_write_retries_conflicts() -> None:
     ledger = Ledger(kube, "inc-1")
     apply(kube, ledger, "10")
     kube.fail("PUT", ledger.path, 409, times=2)
-    assert ledger.record("m", INGRESS.to_target(), [])["id"] == "entry-0002"
+    assert ledger.record("ingress_rate_limit", INGRESS.to_target(), [])["id"] == "entry-0002"
 
 
 def test_ledger_gives_up_after_bounded_conflicts() -> None:
@@ -218,14 +222,14 @@ def test_ledger_gives_up_after_bounded_conflicts() -> None:
     apply(kube, ledger, "10")
     kube.fail("PUT", ledger.path, 409, times=10)
     with pytest.raises(StormError, match="conflicts"):
-        ledger.record("m", INGRESS.to_target(), [])
+        ledger.record("ingress_rate_limit", INGRESS.to_target(), [])
 
 
 def test_missing_ledger_namespace_says_how_to_fix_it() -> None:
     kube = FakeKube()
     kube.fail("POST", "/configmaps", 404)
     with pytest.raises(StormError, match="namespace redis-storm does not exist"):
-        Ledger(kube, "inc-1").record("m", INGRESS.to_target(), [])
+        Ledger(kube, "inc-1").record("ingress_rate_limit", INGRESS.to_target(), [])
 
 
 class FakeRedis:
@@ -311,3 +315,47 @@ def test_redis_dry_run_uses_the_overlay_too() -> None:
     assert second["outcome"] == "restored" and second["fields"] == [{"path": ["timeout"], "live": "30",
                                                                      "restored": "0"}]
     assert server.config["timeout"] == "10"
+
+
+@pytest.mark.parametrize("module, target, path, reason", [
+    ("workload_scale", ObjectRef("apps/v1", "Deployment", "deployments", "trading", "api").to_target(),
+     ["spec", "template"], "workload_scale does not change apps/v1 deployments"),
+    ("ingress_rate_limit", INGRESS.to_target(), ["spec", "rules"], "does not own field(s) spec.rules of a Ingress"),
+    ("redis_runtime_config", redis_target("10.0.0.5:6379"), ["dir"], "Redis directive(s) dir are not in the CONFIG"),
+])
+def test_record_refuses_what_no_mitigation_writes_before_writing(module: str, target: Dict[str, Any],
+                                                                  path: list, reason: str) -> None:
+    kube = seeded()
+    with pytest.raises(StormError, match=re.escape(reason)):
+        Ledger(kube, "inc-1").record(module, target, [make_field(path, True, "a", "b")])
+    assert kube.writes == []
+
+
+@pytest.mark.parametrize("recorded, found, replids, spelled, match", [
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "a", ("x", ""), "localhost:6379", "same"),
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("r", ""), "127.0.0.1:6379", "restarted"),
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("x", "r"), "127.0.0.1:6379", "restarted"),
+    ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("x", ""), "127.0.0.1:6379", "other"),
+    ({"endpoint": "127.0.0.1:6379"}, "b", ("x", ""), "127.0.0.1:6379", "same"),
+    ({"endpoint": "127.0.0.1:6379"}, "b", ("x", ""), "localhost:6379", "other"),
+])
+def test_a_redis_entry_matches_the_server_by_its_identity(recorded: Dict[str, Any], found: str, replids: tuple,
+                                                          spelled: str, match: str) -> None:
+    assert redis_server.match(dict(recorded, type="redis"), {"run_id": found}, replids, spelled) == match
+
+
+def test_rollback_order_puts_a_created_middleware_after_the_ingress_that_names_it_even_when_older() -> None:
+    ingress = {"id": "entry-0001", "seq": 1, "module": "ingress_rate_limit", "action": "patch",
+               "target": INGRESS.to_target(),
+               "fields": [make_field(["metadata", "annotations", TRAEFIK_ROUTER_MIDDLEWARES], False, None,
+                                     "trading-redis-storm-ratelimit-api@kubernetescrd")]}
+    middleware = {"id": "entry-0002", "seq": 2, "module": "ingress_rate_limit", "action": "create",
+                  "target": ObjectRef("traefik.io/v1alpha1", "Middleware", "middlewares", "trading",
+                                      "redis-storm-ratelimit-api").to_target(),
+                  "fields": [make_field(["spec", "rateLimit"], False, None, {"average": 5})]}
+    flag = {"id": "entry-0003", "seq": 3, "module": "feature_flag", "action": "patch",
+            "target": ObjectRef("v1", "ConfigMap", "configmaps", "trading", "flags").to_target(),
+            "fields": [make_field(["data", "retry"], True, "true", "false")]}
+    newest_first = [flag, middleware, ingress]
+    assert [e["id"] for e in restore_order(newest_first)] == ["entry-0003", "entry-0001", "entry-0002"]
+    assert depends_on(middleware, newest_first) == [ingress]

@@ -204,6 +204,18 @@ def _hpa_causes(obj: dict[str, Any]) -> list[Cause]:
     return causes
 
 
+# The API server's limit on a ConfigMap's data and binaryData together (keys and values).
+CONFIGMAP_MAX_BYTES = 1024 * 1024
+
+
+def _configmap_size_causes(obj: dict[str, Any]) -> list[Cause]:
+    size = sum(len(str(key).encode()) + len(str(value).encode())
+               for part in ("data", "binaryData") for key, value in (obj.get(part) or {}).items())
+    if size > CONFIGMAP_MAX_BYTES:
+        return [("FieldValueTooLong", "[]", "Too long: must have at most %d bytes" % CONFIGMAP_MAX_BYTES)]
+    return []
+
+
 def _kind_causes(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
     spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
     if rt.kind in WORKLOADS:
@@ -213,10 +225,11 @@ def _kind_causes(rt: ResourceType, obj: dict[str, Any]) -> list[Cause]:
     if rt.kind == "HorizontalPodAutoscaler":
         return _hpa_causes(obj)
     if rt.kind == "ConfigMap":
-        return [("FieldValueInvalid", "data[%s]" % key, 'Invalid value: "%s": a valid config key must consist of '
-                 "alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex "
-                 "used for validation is '[-._a-zA-Z0-9]+')" % key)
-                for key in (obj.get("data") or {}) if not _CONFIG_KEY.match(key)]
+        return _configmap_size_causes(obj) + [
+            ("FieldValueInvalid", "data[%s]" % key, 'Invalid value: "%s": a valid config key must consist of '
+             "alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex "
+             "used for validation is '[-._a-zA-Z0-9]+')" % key)
+            for key in (obj.get("data") or {}) if not _CONFIG_KEY.match(key)]
     if rt.kind == "Lease":
         duration = _int(spec.get("leaseDurationSeconds"))
         if duration is not None and duration <= 0:
