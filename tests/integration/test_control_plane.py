@@ -164,6 +164,7 @@ def test_kubectl_explains_a_custom_resource_from_its_schema(control_plane: Contr
     explained = control_plane.kubectl("explain", "middlewares.spec.rateLimit.average", "--api-version",
                                       "traefik.io/v1alpha1")
     assert "FIELD: average <integer>" in explained.stdout
+    assert "Average is the maximum rate" in explained.stdout
 
 
 def test_metrics_server_serves_metrics_k8s_io_through_the_aggregation_layer(control_plane: ControlPlane) -> None:
