@@ -3,6 +3,7 @@ the CRDs and the aggregation layer, checked as a user would."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -165,6 +166,30 @@ def test_kubectl_explains_a_custom_resource_from_its_schema(control_plane: Contr
                                       "traefik.io/v1alpha1")
     assert "FIELD: average <integer>" in explained.stdout
     assert "Average is the maximum rate" in explained.stdout
+
+
+def test_kubectl_applies_server_side_and_answers_can_i_for_the_product_account(
+    control_plane: ControlPlane, product: Kube, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "wallet-api.json"
+    manifest.write_text(json.dumps({**_deployment("wallet-api", 1), "metadata": {"name": "wallet-api",
+                                                                                  "namespace": "wallet"}}))
+    applied = control_plane.kubectl("apply", "--server-side", "--field-manager", "platform-team", "-f", str(manifest))
+    assert applied.stdout.strip() == "deployment.apps/wallet-api serverside-applied"
+    managers = control_plane.kubectl("-n", "wallet", "get", "deploy", "wallet-api", "--show-managed-fields",
+                                     "-o", "jsonpath={.metadata.managedFields[*].manager}")
+    assert "platform-team" in managers.stdout.split()
+
+    kubeconfig = control_plane.write_token_kubeconfig(
+        tmp_path / "redis-storm.kubeconfig", PRODUCT_USER, control_plane.token("redis-storm", "redis-storm"))
+
+    def can_i(*args: str) -> str:
+        return control_plane.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False).stdout.strip()
+
+    assert can_i("patch", "deployments.apps", "--subresource=scale", "-n", "wallet") == "yes"
+    assert can_i("delete", "deployments.apps", "-n", "wallet") == "no"
+    assert can_i("list", "pods", "--all-namespaces") == "yes"
+    assert can_i("get", "secrets", "-n", "redis-storm") == "no"
 
 
 def test_metrics_server_serves_metrics_k8s_io_through_the_aggregation_layer(control_plane: ControlPlane) -> None:
