@@ -19,14 +19,19 @@ INSTALL_DEBS = env APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) APT_OPTIONS="$(APT_OPTIO
 DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup debs demo test lint sanity ansible-units unit integration e2e bench build clean
+.PHONY: help setup kube debs demo test lint sanity ansible-units unit integration e2e bench build clean
 
 help:
 	@echo "make demo   set up, raise a storm in the sandbox, run the incident through stormctl, print the report"
 	@echo "make test   set up and run every check (lint, sanity, unit, integration, end to end)"
 	@echo "make bench  benchmarks (prints numbers)"
 
-setup: $(VENV)/.installed debs $(GET_PIP)
+setup: $(VENV)/.installed debs $(GET_PIP) kube
+
+# The control plane's binaries (etcd, kube-apiserver, kube-controller-manager, kubectl, metrics-server),
+# built from sandbox/kube into ~/.cache/redis-storm/kube/<versions>/; a no-op when that cache is complete.
+kube: $(VENV)/.installed
+	$(BIN)/python -m stormctl.sandbox.kube.build
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (found %s): install python3.11 and run make again, or PYTHON=python3.11 make" % sys.version.split()[0])'

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.kubeapi",
     "tests.fixtures.sandbox",
     "tests.fixtures.compat",
+    "tests.fixtures.control_plane",
 ]
