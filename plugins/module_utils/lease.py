@@ -9,7 +9,9 @@ taking over an expired one, is a write with a resourceVersion precondition (crea
 the loser re-reads and is refused with the winner's name.
 
 Rung records live in the incident's ledger ConfigMap (``rungs.json``) so cooldowns and
-attempt caps hold across machines and AWX nodes.
+attempt caps hold across machines and AWX nodes. They are kept per rung and target (the Redis
+deployment the rung acts for, ``<rung>@<target>``): one incident may span several Redis hosts, and
+one host's cooldown must not hold back another's rung.
 """
 
 from __future__ import annotations
@@ -207,43 +209,56 @@ def rung_decision(record: Optional[Dict[str, Any]], max_attempts: Optional[int],
         attempts, "" if attempts == 1 else "s", ", cooldown over" if cooldown_seconds else "")}
 
 
-class Rungs:
-    """The ladder's records in the incident ledger: query (read-only), started, finished."""
+def rung_key(rung: str, target: Optional[str]) -> str:
+    """The record's key in ``rungs.json``: ``<rung>@<target>``, or the rung alone without a target."""
+    return "%s@%s" % (rung, target) if target else rung
 
-    def __init__(self, kube: Kube, incident_id: str, namespace: str, check_mode: bool = False) -> None:
+
+class Rungs:
+    """The ladder's records in the incident ledger, per rung and target: query (read-only), started, finished."""
+
+    def __init__(self, kube: Kube, incident_id: str, namespace: str, check_mode: bool = False,
+                 target: Optional[str] = None) -> None:
         self.ledger = Ledger(kube, incident_id, namespace)
         self.check_mode = check_mode
+        self.target = target
+
+    def _label(self, rung: str) -> str:
+        return "%s on %s" % (rung, self.target) if self.target else rung
 
     def _result(self, rung: str, record: Dict[str, Any], decision: Dict[str, Any], changed: bool,
                 msg: str, previous: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-        return dict(decision, changed=changed, rung=rung, attempts=int(record.get("attempts") or 0),
+        return dict(decision, changed=changed, rung=rung, target=self.target,
+                    attempts=int(record.get("attempts") or 0),
                     last_started_at=record.get("last_started_at"), last_finished_at=record.get("last_finished_at"),
                     outcome=record.get("outcome"), ledger=self.ledger.ref(), msg=msg,
                     diff={"before": dict(previous if previous is not None else record), "after": dict(record)})
 
     def query(self, rung: str, max_attempts: Optional[int], cooldown_seconds: int) -> Dict[str, Any]:
-        record = self.ledger.rungs().get(rung) or {}
+        record = self.ledger.rungs().get(rung_key(rung, self.target)) or {}
         decision = rung_decision(record, max_attempts, cooldown_seconds, time.time())
-        return self._result(rung, record, decision, False, "%s: %s" % (rung, decision["reason"]))
+        return self._result(rung, record, decision, False, "%s: %s" % (self._label(rung), decision["reason"]))
 
     def started(self, rung: str, max_attempts: Optional[int], cooldown_seconds: int,
                 force: bool = False) -> Dict[str, Any]:
         """Count one attempt; refused (``refused: true``) when the cap or cooldown says no, unless ``force``."""
         now = time.time()
+        key = rung_key(rung, self.target)
 
         def start(rungs: Dict[str, Any]) -> Dict[str, Any]:
-            previous = dict(rungs.get(rung) or {})
+            previous = dict(rungs.get(key) or {})
             record = dict(previous)
             decision = rung_decision(record, max_attempts, cooldown_seconds, now)
             if not decision["allowed"] and not force:
-                raise StormError("rung %s may not start: %s" % (rung, decision["reason"]), refused=True,
-                                 allowed=False, reason=decision["reason"], rung=rung)
+                raise StormError("rung %s may not start: %s" % (self._label(rung), decision["reason"]),
+                                 refused=True, allowed=False, reason=decision["reason"], rung=rung,
+                                 target=self.target)
             record["attempts"] = int(record.get("attempts") or 0) + 1
             record["last_started_at"] = iso(now)
             record["outcome"] = "running"
-            rungs[rung] = record
-            return self._result(rung, record, decision, True, "%s: attempt %d started" % (rung, record["attempts"]),
-                                previous)
+            rungs[key] = record
+            return self._result(rung, record, decision, True, "%s: attempt %d started" % (
+                self._label(rung), record["attempts"]), previous)
 
         if self.check_mode:
             return start(dict(self.ledger.rungs()))
@@ -253,15 +268,17 @@ class Rungs:
                  cooldown_seconds: int = 0) -> Dict[str, Any]:
         """Record the end of the running attempt; ``allowed``/``reason`` then speak of the next one."""
         now = time.time()
+        key = rung_key(rung, self.target)
 
         def finish(rungs: Dict[str, Any]) -> Dict[str, Any]:
-            previous = dict(rungs.get(rung) or {})
+            previous = dict(rungs.get(key) or {})
             record = dict(previous)
             record["last_finished_at"] = iso(now)
             record["outcome"] = outcome
-            rungs[rung] = record
+            rungs[key] = record
             decision = rung_decision(record, max_attempts, cooldown_seconds, now)
-            return self._result(rung, record, decision, True, "%s: finished (%s)" % (rung, outcome), previous)
+            return self._result(rung, record, decision, True, "%s: finished (%s)" % (self._label(rung), outcome),
+                                previous)
 
         if self.check_mode:
             return finish(dict(self.ledger.rungs()))

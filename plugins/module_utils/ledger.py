@@ -336,7 +336,7 @@ class Ledger:
         return None
 
     def rungs(self) -> Dict[str, Any]:
-        """The ``rungs.json`` record: ``{rung: {attempts, last_started_at, last_finished_at, outcome}}``."""
+        """``rungs.json``: ``{"<rung>@<target>": {attempts, last_started_at, last_finished_at, outcome}}``."""
         cm = self.read()
         rungs: Dict[str, Any] = _load_json(((cm or {}).get("data") or {}).get(RUNGS_KEY), {})
         return rungs

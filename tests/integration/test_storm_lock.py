@@ -146,3 +146,39 @@ def test_lock_and_rung_through_ansible_playbook(cluster: Any) -> None:
     assert run.rc == 0, run.output + run.stderr
     assert run.task("lock")["acquired"] is True and run.task("rung")["attempts"] == 1
     assert run.task("unlock")["changed"] is True
+
+
+def ladder_rung(kubeapi: Any, target: str) -> Dict[str, Any]:
+    """The ladder's rung.yml for hpa_pause on ``target``, as the incident playbook includes it."""
+    return {"name": "rung",
+            "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder", "tasks_from": "rung"},
+            "vars": {"__ladder_rung": "hpa_pause", "ladder_stage": "stabilise", "ladder_target": target,
+                     "ladder_incident_id": kubeapi.incident_id, "ladder_max_attempts": 2,
+                     "ladder_cooldown_seconds": 600, "ladder_kubeconfig": str(kubeapi.kubeconfig)}}
+
+
+def test_a_rung_in_its_cooldown_is_reported_as_skipped(cluster: Any) -> None:
+    run = run_playbook([
+        {"name": "earlier attempt", "fintech.redis_storm.storm_rung": rung(
+            cluster, rung="hpa_pause", target="payments-redis", state="started")},
+        ladder_rung(cluster, "payments-redis"),
+        {"name": "show", "ansible.builtin.debug": {"var": "storm_timeline"}},
+    ])
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    (attempt,) = [t["hosts"]["localhost"] for play in run.data["plays"] for t in play["tasks"]
+                  if "rung | Count an attempt" in t["task"]["name"]]
+    assert attempt.get("skipped") is True, attempt
+    (skip,) = run.task("show")["storm_timeline"]
+    assert skip["result"] == "skipped" and "cooldown 600 s" in skip["msg"], skip
+    assert run.stats["skipped"] >= 1 and run.stats["failures"] == 0
+    record = run_module("storm_rung", rung(cluster, rung="hpa_pause", target="payments-redis"))
+    assert record["attempts"] == 1
+
+
+def test_two_redis_hosts_in_one_incident_keep_their_own_rung_records(cluster: Any) -> None:
+    first = run_module("storm_rung", rung(cluster, target="payments-redis", state="started"))
+    assert first["attempts"] == 1
+    second = run_module("storm_rung", rung(cluster, target="orders-redis", state="started"))
+    assert not second.failed, second.msg
+    assert second["attempts"] == 1 and second["target"] == "orders-redis"
+    assert run_module("storm_rung", rung(cluster, target="payments-redis"))["allowed"] is False

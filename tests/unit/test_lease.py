@@ -116,3 +116,18 @@ def test_unusable_lock_name_is_refused() -> None:
 
     with pytest.raises(StormError, match="cannot name a Lease"):
         lease_name("__")
+
+
+def test_one_redis_hosts_cooldown_does_not_hold_back_another_hosts_rung() -> None:
+    """Two Redis deployments in one incident: each has its own attempts and cooldown per rung."""
+    kube = FakeKube()
+    payments = Rungs(kube, "inc-1", "redis-storm", target="payments-redis")
+    orders = Rungs(kube, "inc-1", "redis-storm", target="orders-redis")
+    assert payments.started("redis_capacity", 2, 600)["attempts"] == 1
+    assert payments.query("redis_capacity", 2, 600)["allowed"] is False
+    second = orders.query("redis_capacity", 2, 600)
+    assert second["allowed"] is True and second["attempts"] == 0, second["reason"]
+    started = orders.started("redis_capacity", 2, 600)
+    assert started["attempts"] == 1 and started["target"] == "orders-redis"
+    with pytest.raises(StormError, match="redis_capacity on payments-redis may not start"):
+        payments.started("redis_capacity", 2, 600)
