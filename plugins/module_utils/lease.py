@@ -31,9 +31,9 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     check_incident_id,
     os_user,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
 
 LEASE_API = "coordination.k8s.io/v1"
-RETRIES = 3
 
 
 def default_holder() -> str:
@@ -109,7 +109,9 @@ class Lock:
     def acquire(self, ttl: int, force: bool = False) -> Dict[str, Any]:
         if ttl <= 0:
             raise StormError("ttl_seconds must be more than 0 (got %d)" % ttl)
-        for _attempt in range(RETRIES):
+        for attempt in range(CONFLICT_ATTEMPTS):
+            if attempt:
+                back_off(attempt - 1)
             lease = self.kube.find(self.path)
             now = time.time()
             spec = (lease or {}).get("spec") or {}
@@ -140,7 +142,7 @@ class Lock:
             return self._result(stored or body, True, True, "%s lock %s/%s" % (verb, self.namespace, self.name),
                                 lease)
         raise StormError("lock %s/%s kept changing under us (%d conflicts): retry" % (
-            self.namespace, self.name, RETRIES))
+            self.namespace, self.name, CONFLICT_ATTEMPTS))
 
     def release(self, force: bool = False) -> Dict[str, Any]:
         lease = self.kube.find(self.path)

@@ -45,6 +45,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, KubeApiError, path_for
+from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
 
 DEFAULT_LEDGER_NAMESPACE = "redis-storm"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -53,7 +54,7 @@ INCIDENT_KEY = "redis-storm.fintech.io/incident"
 ENTRIES_KEY = "redis-storm.fintech.io/ledger-entries"
 RUNGS_KEY = "rungs.json"
 OPEN_STATES = ("pending", "applied")
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = CONFLICT_ATTEMPTS
 MERGE_PATCH = "application/merge-patch+json"
 
 FieldPath = Tuple[str, ...]
@@ -291,7 +292,7 @@ def deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
 
 class Ledger:
     """The ledger ConfigMap of one incident. Every write is a read-modify-write with a
-    resourceVersion precondition, retried on 409 (``CONFLICT_RETRIES`` times)."""
+    resourceVersion precondition, retried on 409 after a jittered backoff (``CONFLICT_RETRIES`` attempts)."""
 
     def __init__(self, kube: Kube, incident_id: str, namespace: Optional[str] = None,
                  actor: Optional[str] = None) -> None:
@@ -388,7 +389,9 @@ class Ledger:
 
     def update(self, change: Callable[[Dict[str, str]], T]) -> T:
         """Apply ``change`` to the ConfigMap's data (creating the ConfigMap first if needed)."""
-        for _attempt in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                back_off(attempt - 1)
             cm = self.read()
             data: Dict[str, str] = dict((cm or {}).get("data") or {})
             result = change(data)

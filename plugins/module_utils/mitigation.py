@@ -19,8 +19,9 @@ changes and a function from the live object to the values of the fields it owns:
 only fields whose live value differs are written, with a ``pending`` ledger entry recorded
 before the write and marked ``applied`` after. Check mode writes nothing (a server-side
 ``dryRun=All`` request validates it unless ``validate_with_dry_run: false``). A 409 re-reads the
-object and tries again (``OBJECT_RETRIES``). ``state: restored`` restores every open entry of
-the incident for the plan's object, newest first, through the ledger.
+object and tries again after a jittered backoff (``CONFLICT_ATTEMPTS`` attempts in all).
+``state: restored`` restores every open entry of the incident for the plan's object, newest first,
+through the ledger.
 
 Merge patch is used for every write; a plan whose ``ref.subresource`` is ``scale`` writes the
 ``/scale`` subresource and annotates the object itself separately.
@@ -57,8 +58,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     same,
     set_path,
 )
-
-OBJECT_RETRIES = 3
+from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
 
 # Options of every mutating module (plus GUARD_ARG_SPEC and KUBE_ARG_SPEC).
 MITIGATION_ARG_SPEC: Dict[str, Dict[str, Any]] = {
@@ -184,12 +184,13 @@ class Mitigator:
 
     def apply(self, plan: Plan) -> Outcome:
         self.check_guards(plan)
-        for attempt in range(OBJECT_RETRIES):
+        for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 return self._apply_once(plan)
             except KubeApiError as exc:
-                if exc.status != 409 or attempt == OBJECT_RETRIES - 1:
+                if exc.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
                     raise
+            back_off(attempt)
         raise StormError("unreachable")  # pragma: no cover
 
     def _apply_once(self, plan: Plan) -> Outcome:
