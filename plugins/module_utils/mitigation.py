@@ -39,6 +39,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client imp
     KubeApiError,
     run_kube_module,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
     ABSENT,
     DEFAULT_LEDGER_NAMESPACE,
@@ -60,7 +61,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
 
-# Options of every mutating module (plus GUARD_ARG_SPEC and KUBE_ARG_SPEC).
+# Options of every mutating module (plus GUARD_ARG_SPEC and KUBE_ARG_SPEC); ``lock`` fences its writes.
 MITIGATION_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "incident_id": {"type": "str", "required": True},
     "state": {"type": "str", "default": "applied", "choices": ["applied", "restored"]},
@@ -68,6 +69,7 @@ MITIGATION_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "force": {"type": "bool", "default": False},
     "rung": {"type": "str"},
     "validate_with_dry_run": {"type": "bool", "default": True},
+    **LOCK_ARG_SPEC,
 }
 
 Desired = Dict[FieldPath, Any]
@@ -334,10 +336,12 @@ def run_module(module: Any, build_plan: Callable[[Kube, Dict[str, Any]], Union[P
 
     ``extra(result)`` returns module-specific keys (e.g. ``replicas_before``) to add; it sees the
     result, including ``live`` (the object as read before the write, for a single plan).
+    Given ``lock``, the run's hold on the incident lock is checked and renewed before any write.
     A ``StormError`` becomes ``fail_json(msg=..., **details)`` (``run_kube_module``).
     """
 
     def work(kube: Kube) -> Dict[str, Any]:
+        fence_writes(kube, module.params, module.check_mode)
         mitigator = Mitigator(kube, module.params, check_mode=module.check_mode, diff=module._diff)
         result = mitigator.run(build_plan(kube, module.params))
         if extra is not None:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     REDIS_ARG_SPEC,
@@ -65,6 +66,7 @@ def argument_spec() -> Dict[str, Dict[str, Any]]:
         "force": {"type": "bool", "default": False},
         "rung": {"type": "str"},
         "allow_maxclients_below_connected": {"type": "bool", "default": False},
+        **LOCK_ARG_SPEC,
     })
     return spec
 

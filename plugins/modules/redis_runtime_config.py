@@ -88,6 +88,7 @@ options:
     type: float
     default: 10.0
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.redis
 attributes:
   check_mode:
@@ -170,6 +171,7 @@ saturated:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, kubernetes_missing
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_config import (
     RuntimeConfig,
@@ -190,7 +192,10 @@ def main() -> None:
     params = module.params
     client = None
     try:
-        ledger = Ledger(Kube(renamed_kube_options(params)), params["incident_id"], params["ledger_namespace"])
+        kube = Kube(renamed_kube_options(params))
+        ledger = Ledger(kube, params["incident_id"], params["ledger_namespace"])
+        # CONFIG SET is no Kubernetes write: the lock is held before it, and again before each ledger write
+        fence_writes(kube, params, module.check_mode)
         client, options = open_redis(params)
         config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
                                rung=params["rung"], allow_below_connected=params["allow_maxclients_below_connected"])

@@ -69,6 +69,7 @@ options:
         type: float
         default: 3.0
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.kube
 attributes:
   check_mode:
@@ -134,6 +135,7 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import rollback
 
@@ -145,12 +147,14 @@ def main() -> None:
             ledger_namespace={"type": "str", "default": "redis-storm"},
             force={"type": "bool", "default": False},
             redis={"type": "dict", "options": REDIS_ARG_SPEC},
+            **LOCK_ARG_SPEC,
             **KUBE_ARG_SPEC,
         ),
         supports_check_mode=True,
     )
 
     def work(kube: Kube) -> Dict[str, Any]:
+        fence_writes(kube, module.params, module.check_mode)
         return rollback(kube, module.params, module.check_mode)
 
     run_kube_module(module, work)

@@ -66,6 +66,7 @@ options:
     type: str
     default: redis-storm
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.kube
 attributes:
   check_mode:
@@ -154,7 +155,8 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
-from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Rungs
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rung_records import Rungs
 
 
 def main() -> None:
@@ -169,6 +171,7 @@ def main() -> None:
             outcome={"type": "str", "default": "done"},
             force={"type": "bool", "default": False},
             ledger_namespace={"type": "str", "default": "redis-storm"},
+            **LOCK_ARG_SPEC,
             **KUBE_ARG_SPEC,
         ),
         supports_check_mode=True,
@@ -176,6 +179,7 @@ def main() -> None:
     params = module.params
 
     def work(kube: Kube) -> Dict[str, Any]:
+        fence_writes(kube, params, module.check_mode)
         rungs = Rungs(kube, params["incident_id"], params["ledger_namespace"], check_mode=module.check_mode,
                       target=params["target"])
         limits = (params["max_attempts"], params["cooldown_seconds"])
