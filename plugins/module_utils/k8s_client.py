@@ -88,6 +88,8 @@ class Kube:
         self.timeout = float(options.get("request_timeout") or 10.0)
         self.configuration = self._configure(self.library, options)
         self.api = self.library.client.ApiClient(self.configuration)
+        # called with (method, path) before every write: the incident lock's fence (lease.fence_writes)
+        self.before_write: Optional[Callable[[str, str], None]] = None
 
     @staticmethod
     def _configure(library: Any, options: Dict[str, Any]) -> Any:
@@ -148,6 +150,8 @@ class Kube:
         content_type: Optional[str] = None,
     ) -> Dict[str, Any]:
         """One call; returns the decoded JSON body (``{}`` for an empty one)."""
+        if method != "GET" and self.before_write is not None:
+            self.before_write(method, path)
         url = self.configuration.host.rstrip("/") + path
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})

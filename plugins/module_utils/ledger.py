@@ -52,6 +52,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils import json_fi
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, KubeApiError, path_for
+from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
 
 DEFAULT_LEDGER_NAMESPACE = "redis-storm"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -60,7 +61,7 @@ INCIDENT_KEY = "redis-storm.fintech.io/incident"
 ENTRIES_KEY = "redis-storm.fintech.io/ledger-entries"
 RUNGS_KEY = "rungs.json"
 OPEN_STATES = ("pending", "applied")
-CONFLICT_RETRIES = 5
+CONFLICT_RETRIES = CONFLICT_ATTEMPTS
 # The API server refuses a ConfigMap whose data is over 1 MiB; a new entry must leave room for the
 # state changes and rung records still to come, so every open entry can always be closed.
 CONFIGMAP_LIMIT = 1024 * 1024
@@ -331,7 +332,7 @@ def deep_merge(base: Dict[str, Any], extra: Dict[str, Any]) -> Dict[str, Any]:
 
 class Ledger:
     """The ledger ConfigMap of one incident. Every write is a read-modify-write with a
-    resourceVersion precondition, retried on 409 (``CONFLICT_RETRIES`` times)."""
+    resourceVersion precondition, retried on 409 after a jittered backoff (``CONFLICT_RETRIES`` attempts)."""
 
     def __init__(self, kube: Kube, incident_id: str, namespace: Optional[str] = None,
                  actor: Optional[str] = None) -> None:
@@ -376,7 +377,7 @@ class Ledger:
         return None
 
     def rungs(self) -> Dict[str, Any]:
-        """The ``rungs.json`` record: ``{rung: {attempts, last_started_at, last_finished_at, outcome}}``."""
+        """``rungs.json``: ``{"<rung>@<target>": {attempts, last_started_at, last_finished_at, outcome}}``."""
         cm = self.read()
         rungs: Dict[str, Any] = _load_json(((cm or {}).get("data") or {}).get(RUNGS_KEY), {})
         return rungs
@@ -443,7 +444,9 @@ class Ledger:
     def update(self, change: Callable[[Dict[str, str]], T], limit: int = CONFIGMAP_LIMIT) -> T:
         """Apply ``change`` to the ConfigMap's data (creating the ConfigMap first if needed); a StormError,
         before writing, when the data would be over ``limit`` bytes."""
-        for _attempt in range(CONFLICT_RETRIES):
+        for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                back_off(attempt - 1)
             cm = self.read()
             data: Dict[str, str] = dict((cm or {}).get("data") or {})
             result = change(data)
@@ -503,6 +506,8 @@ class Ledger:
         ``guards`` (namespace allow-list, protected workloads) is ``refused``: nothing is written.
         """
         for attempt in range(CONFLICT_RETRIES):
+            if attempt:
+                back_off(attempt - 1)
             outcome: Dict[str, Any] = {"entry_id": entry["id"], "module": entry.get("module"),
                                        "target": target_label(entry.get("target") or {}), "changed": False,
                                        "fields": [], "drift": []}

@@ -19,8 +19,9 @@ changes and a function from the live object to the values of the fields it owns:
 only fields whose live value differs are written, with a ``pending`` ledger entry recorded
 before the write and marked ``applied`` after. Check mode writes nothing (a server-side
 ``dryRun=All`` request validates it unless ``validate_with_dry_run: false``). A 409 re-reads the
-object and tries again (``OBJECT_RETRIES``). ``state: restored`` restores every open entry of
-the incident for the plan's object, newest first, through the ledger.
+object and tries again after a jittered backoff (``CONFLICT_ATTEMPTS`` attempts in all).
+``state: restored`` restores every open entry of the incident for the plan's object, newest first,
+through the ledger.
 
 Merge patch is used for every write; a plan whose ``ref.subresource`` is ``scale`` writes the
 ``/scale`` subresource and annotates the object itself separately.
@@ -38,6 +39,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client imp
     KubeApiError,
     run_kube_module,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
     ABSENT,
     DEFAULT_LEDGER_NAMESPACE,
@@ -57,10 +59,9 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     same,
     set_path,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
 
-OBJECT_RETRIES = 3
-
-# Options of every mutating module (plus GUARD_ARG_SPEC and KUBE_ARG_SPEC).
+# Options of every mutating module (plus GUARD_ARG_SPEC and KUBE_ARG_SPEC); ``lock`` fences its writes.
 MITIGATION_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "incident_id": {"type": "str", "required": True},
     "state": {"type": "str", "default": "applied", "choices": ["applied", "restored"]},
@@ -68,6 +69,7 @@ MITIGATION_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "force": {"type": "bool", "default": False},
     "rung": {"type": "str"},
     "validate_with_dry_run": {"type": "bool", "default": True},
+    **LOCK_ARG_SPEC,
 }
 
 Desired = Dict[FieldPath, Any]
@@ -184,12 +186,13 @@ class Mitigator:
 
     def apply(self, plan: Plan) -> Outcome:
         self.check_guards(plan)
-        for attempt in range(OBJECT_RETRIES):
+        for attempt in range(CONFLICT_ATTEMPTS):
             try:
                 return self._apply_once(plan)
             except KubeApiError as exc:
-                if exc.status != 409 or attempt == OBJECT_RETRIES - 1:
+                if exc.status != 409 or attempt == CONFLICT_ATTEMPTS - 1:
                     raise
+            back_off(attempt)
         raise StormError("unreachable")  # pragma: no cover
 
     def _apply_once(self, plan: Plan) -> Outcome:
@@ -334,10 +337,12 @@ def run_module(module: Any, build_plan: Callable[[Kube, Dict[str, Any]], Union[P
 
     ``extra(result)`` returns module-specific keys (e.g. ``replicas_before``) to add; it sees the
     result, including ``live`` (the object as read before the write, for a single plan).
+    Given ``lock``, the run's hold on the incident lock is checked and renewed before any write.
     A ``StormError`` becomes ``fail_json(msg=..., **details)`` (``run_kube_module``).
     """
 
     def work(kube: Kube) -> Dict[str, Any]:
+        fence_writes(kube, module.params, module.check_mode)
         mitigator = Mitigator(kube, module.params, check_mode=module.check_mode, diff=module._diff)
         result = mitigator.run(build_plan(kube, module.params))
         if extra is not None:

@@ -14,9 +14,16 @@ from __future__ import annotations
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+from ansible_collections.fintech.redis_storm.plugins.module_utils.capacity import (
+    CAPACITY_ARG_SPEC,
+    container_memory_limit,
+    parse_bytes,
+    plan,
+)
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REDIS_DIRECTIVES
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
@@ -72,6 +79,8 @@ def argument_spec() -> Dict[str, Dict[str, Any]]:
         "force": {"type": "bool", "default": False},
         "rung": {"type": "str"},
         "allow_maxclients_below_connected": {"type": "bool", "default": False},
+        **CAPACITY_ARG_SPEC,
+        **LOCK_ARG_SPEC,
     })
     return spec
 
@@ -186,7 +195,43 @@ class RuntimeConfig:
                     old, self.where, connected, room(old), 100 - HEADROOM_PERCENT, entry["id"]),
                 connected_clients=connected)
 
-    def apply(self, settings: Dict[str, Any]) -> Dict[str, Any]:
+    def capacity_facts(self, capacity: Dict[str, Any]) -> Dict[str, Any]:
+        """What ``capacity.plan`` sizes the raise from: INFO memory and clients, CONFIG GET, the container limit."""
+        memory = self._call("INFO memory", lambda: self.client.info("memory"))
+        clients = self._call("INFO clients", lambda: self.client.info("clients"))
+        live = self.read(["maxclients", "maxmemory", "maxmemory-clients"])
+        if capacity.get("memory_limit"):
+            limit: Optional[int] = parse_bytes(capacity["memory_limit"], "capacity.memory_limit")
+        elif capacity.get("workload"):
+            limit = container_memory_limit(self.ledger.kube, capacity["workload"])
+        else:
+            limit = None
+        facts = {key: int(memory.get(key) or 0) for key in ("used_memory", "used_memory_rss", "total_system_memory",
+                                                              "mem_clients_normal")}
+        return dict(facts, maxclients=int(live["maxclients"] or 0), connected=int(clients.get("connected_clients", 0)),
+                    maxmemory=int(live["maxmemory"] or 0), maxmemory_clients=live["maxmemory-clients"],
+                    memory_limit=limit)
+
+    def apply(self, settings: Dict[str, Any], capacity: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+        """CONFIG SET ``settings``; with ``capacity``, maxclients (and maxmemory-clients) are sized from memory
+        headroom, and the result says what was assumed (``assumed``)."""
+        if capacity is None:
+            return self._apply(settings)
+        if {"maxclients", "maxmemory-clients"} & set(settings):
+            raise StormError("with capacity, maxclients and maxmemory-clients are sized from memory headroom: give "
+                             "the wanted maxclients as capacity.maxclients, and leave both out of settings")
+        sizing = plan(self.capacity_facts(capacity), capacity)
+        wanted = dict(sizing["settings"], **settings)
+        if wanted:
+            result = self._apply(wanted)
+            result["msg"] = "%s; %s" % (result["msg"], sizing["msg"])
+        else:
+            result = {"changed": False, "before": {}, "after": {}, "ledger": self.ledger.ref(None),
+                      "msg": "Redis at %s: %s" % (self.where, sizing["msg"])}
+        result["assumed"] = sizing["assumed"]
+        return result
+
+    def _apply(self, settings: Dict[str, Any]) -> Dict[str, Any]:
         wanted = wanted_settings(settings)
         if not wanted:
             raise StormError("settings is empty: give at least one of %s" % ", ".join(SETTINGS))

@@ -45,6 +45,7 @@ options:
     type: str
     default: flags.json
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.mitigation
   - fintech.redis_storm.kube
 attributes:

@@ -34,6 +34,7 @@ options:
     type: str
     required: true
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.mitigation
   - fintech.redis_storm.kube
 attributes:

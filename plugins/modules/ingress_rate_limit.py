@@ -73,6 +73,7 @@ options:
     type: str
     default: traefik.io/v1alpha1
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.mitigation
   - fintech.redis_storm.kube
 attributes:

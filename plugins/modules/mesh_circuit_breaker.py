@@ -69,6 +69,7 @@ options:
     type: str
     default: networking.istio.io/v1beta1
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.mitigation
   - fintech.redis_storm.kube
 attributes:

@@ -31,6 +31,66 @@ options:
         of the incident for this Redis.
     type: dict
     default: {}
+  capacity:
+    description:
+      - Size the C(maxclients) raise from memory headroom instead of giving it in O(settings), so the extra clients'
+        buffers cannot run Redis out of memory (past C(maxmemory) it evicts data or refuses writes; past the
+        container's limit the pod is OOM-killed and every connection drops at once).
+      - The raise is the smallest of the wanted value (O(capacity.maxclients), or the current one times
+        O(capacity.factor)), O(capacity.ceiling), and the connected clients plus as many as fit, at
+        O(capacity.client_memory) each, in the headroom under C(maxmemory) (against C(used_memory)) and the container
+        limit (against C(used_memory_rss)), less O(capacity.reserve_percent). Without either bound the host's memory
+        is used, and said. maxclients is never lowered.
+      - Where Redis has C(maxmemory-clients) (7.0+) and it is unset, it is set with the raise to the clients' memory
+        now plus that headroom, so clients that outgrow it are disconnected instead of the server being killed.
+      - What was assumed is returned in RV(assumed) and shown in the diff's header.
+    type: dict
+    suboptions:
+      maxclients:
+        description:
+          - The maxclients wanted; the headroom may allow less. Default the current value times O(capacity.factor).
+        type: int
+      factor:
+        description: Growth of maxclients when O(capacity.maxclients) is not given.
+        type: float
+        default: 1.5
+      ceiling:
+        description: Never raise maxclients above this.
+        type: int
+        default: 20000
+      memory_limit:
+        description: The Redis container's memory limit (bytes, or a quantity such as C(2Gi)), when known.
+        type: str
+      workload:
+        description: Read the memory limit from this StatefulSet or Deployment's Redis container instead.
+        type: dict
+        suboptions:
+          namespace:
+            description: Namespace of the workload.
+            type: str
+            required: true
+          name:
+            description: Name of the workload.
+            type: str
+            required: true
+          kind:
+            description: Kind of the workload.
+            type: str
+            choices: [StatefulSet, Deployment]
+            default: StatefulSet
+          container:
+            description: The Redis container's name; default C(redis), else the first container.
+            type: str
+      client_memory:
+        description:
+          - Memory assumed per client, at least (bytes or a size such as C(64kb)); more when Redis reports more.
+          - An idle client takes about 40 KiB on Redis 7; a busy one's buffers far more.
+        type: str
+        default: 64kb
+      reserve_percent:
+        description: Part of each memory bound kept free.
+        type: int
+        default: 10
   state:
     description:
       - C(applied) sets O(settings); C(restored) puts back what the incident's ledger recorded for this Redis.
@@ -88,6 +148,7 @@ options:
     type: float
     default: 10.0
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.redis
 attributes:
   check_mode:
@@ -155,6 +216,12 @@ msg:
   returned: always
   type: str
   sample: "set maxclients=20000, timeout=300 on Redis at 10.0.0.5:6379"
+assumed:
+  description: With O(capacity), what the sizing assumed (cost per client, memory bounds, reserve, maxmemory-clients).
+  returned: when capacity is given
+  type: list
+  elements: str
+  sample: ["65536 bytes per client (the client_memory floor; Redis counts 113 per connected client now)"]
 max_clients_allowed:
   description: The highest maxclients the server's open-files limit allows, when the requested one was too high.
   returned: on that failure
@@ -170,6 +237,7 @@ saturated:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, kubernetes_missing
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_config import (
     RuntimeConfig,
@@ -190,11 +258,15 @@ def main() -> None:
     params = module.params
     client = None
     try:
-        ledger = Ledger(Kube(renamed_kube_options(params)), params["incident_id"], params["ledger_namespace"])
+        kube = Kube(renamed_kube_options(params))
+        ledger = Ledger(kube, params["incident_id"], params["ledger_namespace"])
+        # CONFIG SET is no Kubernetes write: the lock is held before it, and again before each ledger write
+        fence_writes(kube, params, module.check_mode)
         client, options = open_redis(params)
         config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
                                rung=params["rung"], allow_below_connected=params["allow_maxclients_below_connected"])
-        result = config.restore() if params["state"] == "restored" else config.apply(params["settings"])
+        result = config.restore() if params["state"] == "restored" else config.apply(params["settings"],
+                                                                                    params["capacity"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     finally:
@@ -202,6 +274,8 @@ def main() -> None:
             client.close()
     if module._diff:
         result["diff"] = {"before": result["before"], "after": result["after"]}
+        if result.get("assumed"):
+            result["diff"]["after_header"] = "Redis at %s, assumed: %s" % (config.where, "; ".join(result["assumed"]))
     module.exit_json(**result)
 
 

@@ -12,8 +12,12 @@ description:
   - Guards an incident's mitigations against two runs acting at once (two operators, or AWX and EDA).
   - The lock is the coordination.k8s.io/v1 Lease C(redis-storm-lock-<name>) in O(ledger_namespace).
     Writes carry a resourceVersion precondition, so of two simultaneous acquirers exactly one wins.
-  - A lock held by someone else is refused with who holds it and until when; an expired lock is taken over.
-  - Acquiring a lock already held by the same O(holder) renews it.
+  - A lock held by someone else is refused with who holds it and until when.
+  - Expiry is judged by this machine's clock, as client-go's leader election does, never by the holder's
+    C(renewTime) (written with the holder's clock). A lock that looks expired is watched, and taken over only
+    once it has stayed unchanged for its whole duration; if its holder renews it meanwhile, the acquirer is refused.
+  - Acquiring a lock already held by the same O(holder) renews it. While a run lives, its mutating modules renew
+    it before each write (their O(fintech.redis_storm.feature_flag#module:lock) option).
 version_added: "0.1.0"
 author: fintech SRE (@fintech-sre)
 options:
@@ -42,9 +46,14 @@ options:
       - How long the lock holds without renewal; after that anyone may take it over.
     type: int
     default: 900
+  takeover_wait_seconds:
+    description:
+      - At most how long to watch a lock that looks expired before taking it over. A lock whose duration is longer
+        is refused at once, saying so. Defaults to the lock's own duration.
+    type: int
   force:
     description:
-      - Take over or release a lock held by someone else. Only when you know that run is gone.
+      - Take over or release a lock held by someone else at once. Only when you know that run is gone.
     type: bool
     default: false
   ledger_namespace:
@@ -88,8 +97,13 @@ holder:
   returned: always
   type: str
   sample: "sre@bastion-1"
+lease_transitions:
+  description: How many times the lock changed hands; the run's modules refuse to write once it differs.
+  returned: always
+  type: int
+  sample: 0
 expires_at:
-  description: When the lock expires unless renewed (ISO 8601 UTC); null when released.
+  description: When the lock expires unless renewed (ISO 8601 UTC, by the holder's clock); null when released.
   returned: always
   type: str
   sample: "2026-11-26T06:15:00Z"
@@ -130,6 +144,7 @@ def main() -> None:
             state={"type": "str", "default": "acquired", "choices": ["acquired", "released"]},
             holder={"type": "str"},
             ttl_seconds={"type": "int", "default": 900},
+            takeover_wait_seconds={"type": "int"},
             force={"type": "bool", "default": False},
             ledger_namespace={"type": "str", "default": "redis-storm"},
             **KUBE_ARG_SPEC,
@@ -140,7 +155,8 @@ def main() -> None:
 
     def work(kube: Kube) -> Dict[str, Any]:
         lock = Lock(kube, params["ledger_namespace"], params["name"] or params["incident_id"],
-                    holder=params["holder"], check_mode=module.check_mode)
+                    holder=params["holder"], check_mode=module.check_mode,
+                    takeover_wait=params["takeover_wait_seconds"])
         if params["state"] == "acquired":
             return lock.acquire(params["ttl_seconds"], force=params["force"])
         return lock.release(force=params["force"])

@@ -109,6 +109,7 @@ options:
         type: float
         default: 3.0
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.kube
 attributes:
   check_mode:
@@ -189,6 +190,7 @@ from typing import Any, Dict
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GUARD_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import rollback
 
@@ -204,12 +206,14 @@ def main() -> None:
             scale_up_step_percent={"type": "int", "default": 50},
             scale_up_settle_seconds={"type": "float", "default": 10.0},
             **GUARD_ARG_SPEC,
+            **LOCK_ARG_SPEC,
             **KUBE_ARG_SPEC,
         ),
         supports_check_mode=True,
     )
 
     def work(kube: Kube) -> Dict[str, Any]:
+        fence_writes(kube, module.params, module.check_mode)
         return rollback(kube, module.params, module.check_mode)
 
     run_kube_module(module, work)

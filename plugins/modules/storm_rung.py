@@ -9,7 +9,7 @@ DOCUMENTATION = r"""
 module: storm_rung
 short_description: Cooldowns and attempt caps of the mitigation ladder, kept in the cluster
 description:
-  - Keeps, per incident and rung, how many times the rung started, when it last started and finished, and
+  - Keeps, per incident, rung and O(target), how many times the rung started, when it last started and finished, and
     its outcome, in C(rungs.json) of the incident's ledger ConfigMap, so the limits hold across machines
     and AWX nodes.
   - V(query) says whether the rung may start now (C(allowed), C(reason)) and writes nothing.
@@ -29,6 +29,12 @@ options:
       - The rung, e.g. C(offender_scale_down).
     type: str
     required: true
+  target:
+    description:
+      - What the rung acts for, e.g. the Redis deployment (the inventory host). Each target has its own
+        record, so with several Redis hosts in one incident one host's cooldown does not hold back another's rung.
+      - Without it the record is the rung's alone, for the whole incident.
+    type: str
   state:
     description:
       - V(query), V(started) or V(finished).
@@ -60,6 +66,7 @@ options:
     type: str
     default: redis-storm
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.kube
 attributes:
   check_mode:
@@ -75,6 +82,7 @@ EXAMPLES = r"""
   fintech.redis_storm.storm_rung:
     incident_id: "{{ incident_id }}"
     rung: offender_scale_down
+    target: "{{ inventory_hostname }}"
     max_attempts: 2
     cooldown_seconds: 600
   register: rung
@@ -83,6 +91,7 @@ EXAMPLES = r"""
   fintech.redis_storm.storm_rung:
     incident_id: "{{ incident_id }}"
     rung: offender_scale_down
+    target: "{{ inventory_hostname }}"
     state: started
     max_attempts: 2
     cooldown_seconds: 600
@@ -100,6 +109,11 @@ reason:
   returned: always
   type: str
   sample: "ran 5 min ago, cooldown 600 s (300 s left)"
+target:
+  description: The target the record belongs to (null without one).
+  returned: always
+  type: str
+  sample: "payments-redis"
 attempts:
   description: Starts counted so far in this incident.
   returned: always
@@ -141,7 +155,8 @@ from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
-from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Rungs
+from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
+from ansible_collections.fintech.redis_storm.plugins.module_utils.rung_records import Rungs
 
 
 def main() -> None:
@@ -149,12 +164,14 @@ def main() -> None:
         argument_spec=dict(
             incident_id={"type": "str", "required": True},
             rung={"type": "str", "required": True},
+            target={"type": "str"},
             state={"type": "str", "default": "query", "choices": ["query", "started", "finished"]},
             max_attempts={"type": "int"},
             cooldown_seconds={"type": "int", "default": 0},
             outcome={"type": "str", "default": "done"},
             force={"type": "bool", "default": False},
             ledger_namespace={"type": "str", "default": "redis-storm"},
+            **LOCK_ARG_SPEC,
             **KUBE_ARG_SPEC,
         ),
         supports_check_mode=True,
@@ -162,7 +179,9 @@ def main() -> None:
     params = module.params
 
     def work(kube: Kube) -> Dict[str, Any]:
-        rungs = Rungs(kube, params["incident_id"], params["ledger_namespace"], check_mode=module.check_mode)
+        fence_writes(kube, params, module.check_mode)
+        rungs = Rungs(kube, params["incident_id"], params["ledger_namespace"], check_mode=module.check_mode,
+                      target=params["target"])
         limits = (params["max_attempts"], params["cooldown_seconds"])
         if params["state"] == "query":
             return rungs.query(params["rung"], *limits)

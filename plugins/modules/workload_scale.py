@@ -43,6 +43,7 @@ options:
       - Cut this percentage of the current replicas (the cut is rounded down; never below O(min_replicas)).
     type: float
 extends_documentation_fragment:
+  - fintech.redis_storm.lock
   - fintech.redis_storm.mitigation
   - fintech.redis_storm.mitigation.replicas
   - fintech.redis_storm.kube

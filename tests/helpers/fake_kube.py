@@ -11,7 +11,7 @@ Integration tests use the real emulator instead (``tests/fixtures/kubeapi.py``).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError, api_error
 
@@ -37,6 +37,7 @@ class FakeKube:
         self.version = 100
         self.writes: List[Tuple[str, str, bool]] = []
         self.failures: List[Tuple[str, str, int, bool]] = []
+        self.before_write: Optional[Callable[[str, str], None]] = None
 
     def put(self, path: str, obj: Dict[str, Any]) -> Dict[str, Any]:
         """Seed (or overwrite, like a human would) an object."""
@@ -70,6 +71,8 @@ class FakeKube:
 
     def request(self, method: str, path: str, body: Optional[Any] = None, query: Optional[Dict[str, Any]] = None,
                 content_type: Optional[str] = None) -> Dict[str, Any]:
+        if method != "GET" and self.before_write is not None:
+            self.before_write(method, path)
         self._check_failure(method, path)
         dry = bool(query and query.get("dryRun") == "All")
         scale = path.endswith("/scale")

@@ -38,3 +38,19 @@ def test_an_applied_result_records_its_ledger_entry_and_diff() -> None:
     assert result["changed"] is True
     assert result["ledger"] == [APPLIED["ledger"]]
     assert [d["after"] for d in result["diff"]] == [{"maxclients": "1500"}]
+
+
+def climb_nothing(recovery_wait: int, lock_ttl: int) -> Any:
+    """The ladder with no rung chosen, under a lock of ``lock_ttl`` seconds."""
+    return run_playbook([
+        {"name": "held", "ansible.builtin.set_fact": {"storm_lock_ttl_seconds": lock_ttl}},
+        {"name": "ladder", "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder"},
+         "vars": {"ladder_incident_id": "inc-1", "ladder_rungs": [], "ladder_recovery_timeout_seconds": recovery_wait}},
+    ])
+
+
+def test_the_ladder_refuses_a_recovery_wait_the_lock_would_not_outlive() -> None:
+    refused = climb_nothing(recovery_wait=1800, lock_ttl=900)
+    assert refused.rc != 0
+    assert "another run could take the lock over mid-rung" in refused.output, refused.output[-2000:]
+    assert climb_nothing(recovery_wait=180, lock_ttl=900).rc == 0

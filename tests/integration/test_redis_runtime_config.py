@@ -212,3 +212,60 @@ def test_two_changes_in_one_incident_restore_newest_first_also_in_check_mode(led
     restored = run(args(ledger, redis_server, state="restored"))
     assert not restored.failed and restored["diff"] == planned["diff"]
     assert config(redis_server)["timeout"] == "0"
+
+
+def capacity_rung(kubeapi: Any, server: Any, **role_vars: Any) -> Any:
+    """The redis_capacity rung as the ladder runs it."""
+    return run_playbook([{
+        "name": "rung", "ansible.builtin.include_role": {"name": "fintech.redis_storm.redis_capacity"},
+        "vars": dict({"redis_capacity_incident_id": INCIDENT, "redis_capacity_redis_host": server.host,
+                      "redis_capacity_redis_port": server.port, "redis_capacity_redis_password": server.password,
+                      "redis_capacity_kubeconfig": str(kubeapi.kubeconfig)}, **role_vars)},
+        {"name": "show", "ansible.builtin.debug": {"var": "__ladder_rung_result"}},
+    ], diff=True)
+
+
+def fill(server: Any, megabytes: int) -> None:
+    admin = server.client()
+    value = "x" * (1024 * 1024 - 64)  # inside the allocator's 1 MiB size class
+    for index in range(megabytes):
+        admin.set("storm-test-fill-%d" % index, value)
+
+
+def test_capacity_without_memory_headroom_keeps_maxclients(ledger: Any, redis_factory: Any) -> None:
+    """Redis near its maxmemory: more clients' buffers would evict data or, in a container, get it OOM-killed."""
+    server = redis_factory(maxclients=200, extra={"maxmemory": "32mb", "maxmemory-policy": "noeviction"})
+    fill(server, 24)
+    run = capacity_rung(ledger, server)
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    assert config(server)["maxclients"] == "200"
+    result = run.task("show")["__ladder_rung_result"]
+    assert "headroom" in result["msg"], result
+
+
+def test_capacity_raises_within_headroom_and_caps_client_memory(ledger: Any, redis_factory: Any) -> None:
+    server = redis_factory(maxclients=200, extra={"maxmemory": "256mb"})
+    run = capacity_rung(ledger, server)
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    after = config(server)
+    assert after["maxclients"] == "300"  # 1.5 x, inside the headroom
+    client_memory = int(after["maxmemory-clients"])
+    admin = server.client()
+    in_use = int(admin.info("memory")["used_memory"])
+    # the cap leaves every client connected now room, and keeps all clients inside maxmemory's headroom
+    assert 300 * 16 * 1024 <= client_memory <= 256 * 1024 * 1024 - in_use
+    raised = [t for t in run.data["plays"][0]["tasks"] if "maxclients" in t["task"]["name"]
+              and t["hosts"]["localhost"].get("changed")]
+    assert raised, run.output[-3000:]
+    header = raised[0]["hosts"]["localhost"]["diff"]["after_header"]
+    assert "assumed" in header and "maxmemory 268435456" in header, header
+
+
+def test_capacity_is_bounded_by_the_container_memory_limit(ledger: Any, redis_factory: Any) -> None:
+    server = redis_factory(maxclients=200)
+    rss = int(server.client().info("memory")["used_memory_rss"])
+    limit = rss + 3 * 1024 * 1024  # room for a few dozen clients at most
+    run = capacity_rung(ledger, server, redis_capacity_memory_limit=str(limit))
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    assert config(server)["maxclients"] == "200"
+    assert "container memory limit" in run.task("show")["__ladder_rung_result"]["msg"]

@@ -12,7 +12,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client imp
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Lock, micro_time
 
 from tests.fixtures.kubeapi import running_kubeapi
-from tests.helpers.mitigations import incident_for, kube_args, no_writes_since
+from tests.helpers.mitigations import incident_for, kube_args, ledger_entries, no_writes_since
 from tests.helpers.modules import run_module, run_playbook
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def test_second_holder_is_refused_with_who_and_until_when(cluster: Any) -> None:
 def test_expired_lease_can_be_taken(cluster: Any) -> None:
     cluster.seed([{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                    "metadata": {"name": "redis-storm-lock-" + cluster.incident_id, "namespace": "redis-storm"},
-                   "spec": {"holderIdentity": "crashed@node-3", "leaseDurationSeconds": 60,
+                   "spec": {"holderIdentity": "crashed@node-3", "leaseDurationSeconds": 2,
                             "acquireTime": micro_time(time.time() - 900),
                             "renewTime": micro_time(time.time() - 840), "leaseTransitions": 0}}])
     taken = run_module("storm_lock", lock(cluster, "bob@awx"), diff=True)
@@ -71,7 +71,7 @@ def test_simultaneous_acquirers_exactly_one_wins(cluster: Any, existing: str) ->
         if existing == "expired":  # the takeover path: an update guarded by resourceVersion
             cluster.seed([{"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                            "metadata": {"name": "redis-storm-lock-" + name, "namespace": "redis-storm"},
-                           "spec": {"holderIdentity": "crashed@node-3", "leaseDurationSeconds": 60,
+                           "spec": {"holderIdentity": "crashed@node-3", "leaseDurationSeconds": 2,
                                     "renewTime": micro_time(time.time() - 120)}}])
         barrier = threading.Barrier(4)
         outcomes: List[str] = []
@@ -146,3 +146,117 @@ def test_lock_and_rung_through_ansible_playbook(cluster: Any) -> None:
     assert run.rc == 0, run.output + run.stderr
     assert run.task("lock")["acquired"] is True and run.task("rung")["attempts"] == 1
     assert run.task("unlock")["changed"] is True
+
+
+def ladder_rung(kubeapi: Any, target: str) -> Dict[str, Any]:
+    """The ladder's rung.yml for hpa_pause on ``target``, as the incident playbook includes it."""
+    return {"name": "rung",
+            "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder", "tasks_from": "rung"},
+            "vars": {"__ladder_rung": "hpa_pause", "ladder_stage": "stabilise", "ladder_target": target,
+                     "ladder_incident_id": kubeapi.incident_id, "ladder_max_attempts": 2,
+                     "ladder_cooldown_seconds": 600, "ladder_kubeconfig": str(kubeapi.kubeconfig)}}
+
+
+def test_a_rung_in_its_cooldown_is_reported_as_skipped(cluster: Any) -> None:
+    run = run_playbook([
+        {"name": "earlier attempt", "fintech.redis_storm.storm_rung": rung(
+            cluster, rung="hpa_pause", target="payments-redis", state="started")},
+        ladder_rung(cluster, "payments-redis"),
+        {"name": "show", "ansible.builtin.debug": {"var": "storm_timeline"}},
+    ])
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    (attempt,) = [t["hosts"]["localhost"] for play in run.data["plays"] for t in play["tasks"]
+                  if "rung | Count an attempt" in t["task"]["name"]]
+    assert attempt.get("skipped") is True, attempt
+    (skip,) = run.task("show")["storm_timeline"]
+    assert skip["result"] == "skipped" and "cooldown 600 s" in skip["msg"], skip
+    assert run.stats["skipped"] >= 1 and run.stats["failures"] == 0
+    record = run_module("storm_rung", rung(cluster, rung="hpa_pause", target="payments-redis"))
+    assert record["attempts"] == 1
+
+
+def test_two_redis_hosts_in_one_incident_keep_their_own_rung_records(cluster: Any) -> None:
+    first = run_module("storm_rung", rung(cluster, target="payments-redis", state="started"))
+    assert first["attempts"] == 1
+    second = run_module("storm_rung", rung(cluster, target="orders-redis", state="started"))
+    assert not second.failed, second.msg
+    assert second["attempts"] == 1 and second["target"] == "orders-redis"
+    assert run_module("storm_rung", rung(cluster, target="payments-redis"))["allowed"] is False
+
+
+def renew_with_a_slow_clock(kubeapi: Any, renewed: threading.Event, stop: threading.Event) -> None:
+    """A live holder whose clock is 10 min behind: its renewals all look expired here."""
+    path = lease_path(kubeapi)
+    while not stop.is_set():
+        lease = kubeapi.request("GET", path)
+        lease["spec"]["renewTime"] = micro_time(time.time() - 600)
+        kubeapi.request("PUT", path, body=lease)
+        renewed.set()
+        stop.wait(0.3)
+
+
+def test_a_live_holder_whose_clock_runs_behind_keeps_its_lock(cluster: Any) -> None:
+    assert run_module("storm_lock", lock(cluster, "alice@bastion", ttl_seconds=30))["acquired"]
+    renewed, stop = threading.Event(), threading.Event()
+    renewer = threading.Thread(target=renew_with_a_slow_clock, args=(cluster, renewed, stop))
+    renewer.start()
+    try:
+        assert renewed.wait(30)
+        second = run_module("storm_lock", lock(cluster, "bob@awx"))
+    finally:
+        stop.set()
+        renewer.join(10)
+    assert second.failed and second["refused"] is True, second.msg
+    assert "held by alice@bastion" in second.msg and "renewed while this machine watched" in second.msg
+    assert cluster.request("GET", lease_path(cluster))["spec"]["holderIdentity"] == "alice@bastion"
+
+
+FLAGS = "/api/v1/namespaces/trading/configmaps/trading-api-flags"
+
+
+def fenced_run(kubeapi: Any, between: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The incident playbooks' shape: take the lock, then write under module_defaults for the fenced group."""
+    flag = {"incident_id": kubeapi.incident_id, "namespace": "trading", "name": "trading-api-flags",
+            "allowed_namespaces": ["trading"], **kube_args(kubeapi)}
+    return [{
+        "name": "under the lock",
+        "module_defaults": {"group/fintech.redis_storm.fenced": {"lock": "{{ storm_lock | default(omit) }}"}},
+        "block": [
+            {"name": "lock", "ansible.builtin.include_role": {"name": "fintech.redis_storm.incident_lock"},
+             "vars": {"incident_lock_incident_id": kubeapi.incident_id, "incident_lock_name": kubeapi.incident_id,
+                      "incident_lock_ttl_seconds": 600, "incident_lock_kubeconfig": str(kubeapi.kubeconfig)}},
+            {"name": "first write", "fintech.redis_storm.feature_flag": dict(flag, flags={"retry": "off"})},
+            *between,
+            {"name": "second write", "fintech.redis_storm.feature_flag": dict(flag, flags={"breaker": "open"})},
+        ]}]
+
+
+@pytest.fixture
+def flags(cluster: Any) -> Any:
+    cluster.seed([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "trading-api-flags",
+                                                                          "namespace": "trading"},
+                   "data": {"retry": "on", "breaker": "closed"}}])
+    return cluster
+
+
+def test_the_run_renews_its_lock_with_each_write(flags: Any) -> None:
+    mark = flags.last_seq()
+    run = run_playbook(fenced_run(flags, []))
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    assert flags.request("GET", FLAGS)["data"] == {"retry": "off", "breaker": "open"}
+    lease = flags.request("GET", lease_path(flags))
+    renewals = [e["verb"] for e in flags.writes(since=mark) if e["resource"] == "leases"]
+    # taken once, then renewed by each of the two writing modules
+    assert renewals == ["create", "update", "update"], renewals
+    assert "/%s/" % flags.incident_id in lease["spec"]["holderIdentity"]  # the run's own identity
+
+
+def test_a_run_whose_lock_was_taken_over_writes_nothing_more(flags: Any) -> None:
+    takeover = {"name": "another run takes over", "fintech.redis_storm.storm_lock": lock(
+        flags, "eda@controller", force=True)}
+    run = run_playbook(fenced_run(flags, [takeover]))
+    assert run.rc != 0
+    refused = run.task("second write")
+    assert refused["failed"] and refused["lost_lock"] is True and "held by eda@controller" in refused["msg"]
+    assert flags.request("GET", FLAGS)["data"] == {"retry": "off", "breaker": "closed"}
+    assert len(ledger_entries(flags, flags.incident_id)) == 1  # the first write's; the second recorded nothing

@@ -467,9 +467,19 @@ def test_inventory_is_sourced_from_the_project() -> None:
     assert alert_mitigate["inventory"] == constructed["inventory"]
 
 
-def test_workflow_approves_before_mitigating_and_rolls_back_on_failure() -> None:
+def workflow_nodes() -> dict[str, Any]:
+    return {n["identifier"]: n for n in objects("workflow_job_template_node")}
+
+
+def node_playbook(node: dict[str, Any]) -> str | None:
+    if "unified_job_template" not in node:
+        return None
+    return next(t for t in templates() if t["name"] == node["unified_job_template"])["playbook"]
+
+
+def test_workflow_approves_before_mitigating_and_escalates_a_persisting_storm() -> None:
     workflow = objects("workflow_job_template")[0]
-    nodes = {n["identifier"]: n for n in objects("workflow_job_template_node")}
+    nodes = workflow_nodes()
     names = {t["name"] for t in templates()}
     created: set[str] = set()
     for node in objects("workflow_job_template_node"):
@@ -479,8 +489,8 @@ def test_workflow_approves_before_mitigating_and_rolls_back_on_failure() -> None
         assert ("unified_job_template" in node) != ("approval_node" in node)
         assert node.get("unified_job_template", next(iter(names))) in names
 
-    def playbook(identifier: str) -> str:
-        return next(t for t in templates() if t["name"] == nodes[identifier]["unified_job_template"])["playbook"]
+    def playbook(identifier: str) -> str | None:
+        return node_playbook(nodes[identifier])
 
     children = {i for n in nodes.values() for k in ("success_nodes", "failure_nodes", "always_nodes")
                 for i in n.get(k, [])}
@@ -492,12 +502,35 @@ def test_workflow_approves_before_mitigating_and_rolls_back_on_failure() -> None
     assert playbook(mitigate) == "playbooks/mitigate.yml"
     (verify,) = nodes[mitigate]["success_nodes"]
     assert playbook(verify) == "playbooks/verify.yml"
+    # a storm that persists (failed verify) or a failed climb goes to a human, mitigations in place
     for step in (mitigate, verify):
-        (rollback,) = nodes[step]["failure_nodes"]
-        assert playbook(rollback) == "playbooks/rollback.yml"
+        (escalate,) = nodes[step]["failure_nodes"]
+        assert "approval_node" in nodes[escalate], "%s failure must wait for a human" % step
+        assert nodes[escalate]["approval_node"]["timeout"] > 0
     notifications = {n["name"] for n in objects("notification_template")}
     for event in ("success", "error", "approvals"):
         assert set(workflow["notification_templates_%s" % event]) <= notifications
         assert workflow["notification_templates_%s" % event]
-    # mitigate and rollback must name the same ledger
+    # mitigate and the separate rollback job must name the same ledger
     assert "incident_id" in {q["variable"] for q in workflow["survey_spec"]["spec"] if q["required"]}
+
+
+def test_workflow_never_rolls_back_by_itself() -> None:
+    """Rollback scales offenders up, lowers maxclients and re-enables retries in one pass: run on a
+    storm that persists, it recreates the storm. It is a separate, deliberate job, never a workflow node."""
+    nodes = workflow_nodes()
+    rollbacks = [i for i, n in nodes.items() if node_playbook(n) == "playbooks/rollback.yml"]
+    assert rollbacks == [], "workflow nodes %s run the rollback" % rollbacks
+    assert "redis-storm rollback" in {t["name"] for t in templates()}
+
+
+def test_workflow_escalation_keeps_the_storm_visible() -> None:
+    """After a human approves the escalation, the workflow checks recovery again: a storm still there
+    fails the workflow (error notification), it never ends green on its own."""
+    nodes = workflow_nodes()
+    escalations = {f for n in nodes.values() for f in n.get("failure_nodes", []) if "approval_node" in nodes[f]}
+    assert escalations
+    for escalate in escalations:
+        (recheck,) = nodes[escalate]["success_nodes"]
+        assert node_playbook(nodes[recheck]) == "playbooks/verify.yml"
+        assert not nodes[recheck].get("failure_nodes") and not nodes[recheck].get("always_nodes")
