@@ -212,6 +212,33 @@ class Kube:
         raise api_error("GET", path, status, _decode(payload))
 
 
+# Items per list request: a namespace with thousands of pods is read in pages, never in one answer.
+LIST_PAGE_SIZE = 500
+
+
+def list_items(kube: Any, path: str, query: Optional[Dict[str, Any]] = None,
+               page_size: int = LIST_PAGE_SIZE) -> List[Dict[str, Any]]:
+    """Every item of a collection, read ``page_size`` at a time with ``limit`` and ``continue``.
+
+    A continue token the server no longer knows (410 Gone: it compacted past it) starts the list over,
+    once, so the answer is one consistent list rather than pages from two points in time.
+    """
+    for attempt in (1, 2):
+        items: List[Dict[str, Any]] = []
+        token: Optional[str] = None
+        try:
+            while True:
+                page = kube.get(path, dict(query or {}, limit=page_size, **({"continue": token} if token else {})))
+                items.extend(page.get("items") or [])
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    return items
+        except KubeApiError as exc:
+            if exc.status != 410 or token is None or attempt == 2:
+                raise
+    raise StormError("unreachable")  # pragma: no cover
+
+
 def _read(response: Any) -> Any:
     data = getattr(response, "data", None)
     if data is None and hasattr(response, "read"):
