@@ -293,6 +293,10 @@ def test_firing_storm_alert_starts_triage_once_per_instance(rulebook: Rulebook) 
     # Flapping: the same instance fires again (another storm alert too) within the throttle window.
     assert rulebook.post(notification("firing", [alert("RedisTooManyConnections", PAYMENTS)])) == 200
     assert rulebook.post(notification("firing", [alert("RedisRejectedConnections", PAYMENTS)])) == 200
+    # The throttle is per Redis deployment, whatever other label (another exporter instance) the sender sets.
+    other_exporter = alert("RedisConnectionStorm", "10.1.2.3:9121")
+    other_exporter["labels"]["storm_host"] = "payments-redis"
+    assert rulebook.post(notification("firing", [other_exporter])) == 200
     # Resolved alerts and alerts that are not about a storm start nothing.
     assert rulebook.post(notification("resolved", [alert("RedisTooManyConnections", TRADING, "resolved")])) == 200
     assert rulebook.post(notification("firing", [alert("RedisReplicationBroken", TRADING)])) == 200

@@ -525,6 +525,9 @@ def launch_variables(args: dict[str, Any]) -> set[str]:
 def test_no_launch_can_redirect_the_credentials_or_loosen_a_rail(kind: str, args: dict[str, Any]) -> None:
     # without a survey to bound them, launch-time variables could set any of these
     assert not args.get("ask_variables_on_launch"), args["name"]
+    # another inventory, credential or execution environment would bring its own endpoints
+    for asked in ("inventory", "credential", "execution_environment", "labels", "forks", "instance_groups"):
+        assert not args.get("ask_%s_on_launch" % asked), (args["name"], asked)
     assert args.get("survey_enabled") is True, args["name"]
     rails = {"storm_namespaces", "storm_protected_workloads", "storm_min_replicas", "storm_max_reduction_percent",
              "storm_kube_host", "storm_redis_host", "storm_prometheus_url", "storm_kubeconfig"}
