@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+REDIS_TOO = ("{{ storm_namespaces | default([]) + ([storm_redis_workload.namespace] if (storm_redis_workload "
+             "| default({})).namespace | default('') else []) }}")
 MUTATING = {"feature_flag", "workload_scale", "ingress_rate_limit", "mesh_circuit_breaker", "hpa_pause"}
 
 
@@ -45,7 +47,9 @@ def test_each_rung_passes_the_inventory_rails(where: str, module: str, options: 
     assert options["allowed_namespaces"] == "{{ %s_allowed_namespaces }}" % role, where
     assert options["protected_workloads"] == "{{ %s_protected_workloads }}" % role, where
     defaults = yaml.safe_load((REPO / "roles" / role / "defaults" / "main.yml").read_text())
-    assert defaults["%s_allowed_namespaces" % role] == "{{ storm_namespaces | default([]) }}"
+    allowed = defaults["%s_allowed_namespaces" % role]
+    # the clients' namespaces, plus (for the rungs that change Redis' side) the namespace of Redis itself
+    assert allowed in ("{{ storm_namespaces | default([]) }}", REDIS_TOO), (role, allowed)
     assert defaults["%s_protected_workloads" % role] == "{{ storm_protected_workloads | default([]) }}"
 
 
