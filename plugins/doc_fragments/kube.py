@@ -21,6 +21,9 @@ options:
   host:
     description:
       - URL of the Kubernetes API server. Falls back to E(K8S_AUTH_HOST).
+      - Credentials are sent only to the server that names them; a host other than the kubeconfig's
+        server, or than E(K8S_AUTH_HOST) for the token of E(K8S_AUTH_API_KEY), is refused, and so is a
+        token over plain C(http://) unless E(K8S_AUTH_HOST) names that server.
     type: str
   api_key:
     description:

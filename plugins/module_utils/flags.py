@@ -12,7 +12,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils import json_fi
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, ObjectRef
-from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Plan, named_workloads
 
 
 def flag_text(value: Any) -> str:
@@ -70,4 +70,4 @@ def flag_plan(kube: Kube, params: Dict[str, Any]) -> Plan:
             return {("data", key): flagd_document(data[key], flags, "%s key %s" % (ref.label, key))}
         return {("data", key): flag_text(value) for key, value in flags.items()}
 
-    return Plan(ref, desired, module="feature_flag")
+    return Plan(ref, desired, module="feature_flag", workloads=named_workloads(params))

@@ -5,8 +5,8 @@
 
 - ``allowed_namespaces``: the namespaces a mitigation may touch; an empty list refuses all.
 - ``protected_workloads``: ``ns/name`` or ``ns/*`` that are never scaled or paused.
-- ``min_replicas``: the replica floor a scale-down never goes below.
-- ``max_reduction_percent``: the largest scale-down allowed in one step.
+- ``min_replicas``: the replica floor a scale-down never goes below (1 or more: no rung scales to zero).
+- ``max_reduction_percent``: the largest scale-down allowed in one step (0 to 100).
 
 A refusal is a ``GuardRefusal`` whose message names the rail, the values involved and the
 option (and inventory variable) that overrides it.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from typing import Any, Dict, List, Optional, Sequence
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
@@ -29,6 +30,9 @@ GUARD_ARG_SPEC: Dict[str, Dict[str, Any]] = {
 MIN_REPLICAS_HINT = "role variable offender_scale_down_min_replicas, inventory variable storm_min_replicas"
 MAX_REDUCTION_HINT = ("role variable offender_scale_down_max_reduction_percent, inventory variable "
                       "storm_max_reduction_percent")
+NAMESPACES_HINT = "inventory variable storm_namespaces"
+PROTECTED_HINT = "inventory variable storm_protected_workloads"
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 # Options of modules that change replica counts.
 REPLICA_GUARD_ARG_SPEC: Dict[str, Dict[str, Any]] = {
@@ -55,13 +59,20 @@ class Guards:
         self.protected_workloads: List[str] = list(protected_workloads or [])
         self.min_replicas = int(min_replicas)
         self.max_reduction_percent = int(max_reduction_percent)
-        if self.min_replicas < 0:
-            raise StormError("min_replicas must be 0 or more (got %d)" % self.min_replicas)
+        if self.min_replicas < 1:
+            raise StormError("min_replicas must be 1 or more (got %d): no mitigation scales a workload to zero; "
+                             "set the option min_replicas (%s)" % (self.min_replicas, MIN_REPLICAS_HINT))
         if not 0 <= self.max_reduction_percent <= 100:
-            raise StormError("max_reduction_percent must be between 0 and 100 (got %d)" % self.max_reduction_percent)
+            raise StormError("max_reduction_percent must be between 0 and 100 (got %d); set the option "
+                             "max_reduction_percent (%s)" % (self.max_reduction_percent, MAX_REDUCTION_HINT))
+        for namespace in self.allowed_namespaces:
+            if not _NAMESPACE.match(namespace):
+                raise StormError("allowed_namespaces entries are namespace names, no patterns (got %r); fix the "
+                                 "option allowed_namespaces (%s)" % (namespace, NAMESPACES_HINT))
         for pattern in self.protected_workloads:
-            if pattern.count("/") != 1:
-                raise StormError("protected_workloads entries are 'namespace/name' or 'namespace/*' (got %r)" % pattern)
+            if pattern.count("/") != 1 or not _NAMESPACE.match(pattern.split("/")[0]):
+                raise StormError("protected_workloads entries are 'namespace/name' or 'namespace/*' (got %r); fix "
+                                 "the option protected_workloads (%s)" % (pattern, PROTECTED_HINT))
 
     @classmethod
     def from_params(cls, params: Dict[str, Any]) -> Guards:
@@ -122,5 +133,7 @@ class Guards:
                 "reduce_by_percent %s is more than max_reduction_percent %d; scale down in smaller steps or raise "
                 "the option max_reduction_percent (%s)" % (percent, self.max_reduction_percent, MAX_REDUCTION_HINT),
                 max_reduction_percent=self.max_reduction_percent)
+        if current < 1:
+            return current  # nothing runs: nothing to cut
         target = current - math.floor(current * percent / 100.0)
-        return max(target, min(self.min_replicas, current))
+        return max(target, min(self.min_replicas, current), 1)

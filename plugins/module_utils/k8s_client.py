@@ -97,8 +97,10 @@ class Kube:
         kubeconfig = options.get("kubeconfig")
         host = options.get("host")
         api_key = options.get("api_key")
+        loaded = False
         try:
             if kubeconfig or not (host and api_key):
+                loaded = True
                 if kubeconfig or os.path.exists(os.path.expanduser("~/.kube/config")):
                     library.config.load_kube_config(
                         config_file=kubeconfig, context=options.get("context"),
@@ -111,6 +113,7 @@ class Kube:
                 "cannot load Kubernetes credentials (%s): set kubeconfig (or K8S_AUTH_KUBECONFIG), "
                 "or host and api_key" % exc
             ) from exc
+        credential_destination(host, api_key, configuration.host if loaded else None)
         if host:
             configuration.host = host
         if api_key:
@@ -214,6 +217,61 @@ class Kube:
         if 200 <= status < 300:
             return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else str(payload)
         raise api_error("GET", path, status, _decode(payload))
+
+
+def _server(url: str) -> str:
+    return url.strip().rstrip("/").lower()
+
+
+def credential_destination(host: Optional[str], api_key: Optional[str], named: Optional[str]) -> None:
+    """Raise unless the credentials go only where they are meant to.
+
+    ``named`` is the server the kubeconfig (or the in-cluster config) names when its credentials are
+    used. A token from the environment (AWX's Kubernetes credential: K8S_AUTH_API_KEY) goes only to
+    the K8S_AUTH_HOST of the same credential, kubeconfig credentials only to the kubeconfig's
+    server, and a bearer token over plain http:// only when that credential itself names the http URL.
+    """
+    env_host, env_key = os.environ.get("K8S_AUTH_HOST"), os.environ.get("K8S_AUTH_API_KEY")
+    hint = ("take the API server from the credential (leave storm_kube_host unset) or give host and api_key "
+            "together from the inventory")
+    if host and api_key and env_key and api_key == env_key and env_host and _server(host) != _server(env_host):
+        raise StormError("refusing to send the API token of the Kubernetes credential (K8S_AUTH_API_KEY) to %s: "
+                         "the credential names %s; %s" % (host, env_host, hint))
+    if host and named and _server(host) != _server(named):
+        raise StormError("refusing to send the kubeconfig's credentials to %s: the kubeconfig names %s; set the "
+                         "server in the kubeconfig, or %s" % (host, named, hint))
+    if host and api_key and _server(host).startswith("http://"):
+        from_credential = env_key == api_key and env_host and _server(env_host) == _server(host)
+        if not from_credential:
+            raise StormError("refusing to send an API token over plain http:// to %s: use https://, or a credential "
+                             "(K8S_AUTH_HOST with K8S_AUTH_API_KEY) that names this http:// server itself" % host)
+
+
+# Items per list request: a namespace with thousands of pods is read in pages, never in one answer.
+LIST_PAGE_SIZE = 500
+
+
+def list_items(kube: Any, path: str, query: Optional[Dict[str, Any]] = None,
+               page_size: int = LIST_PAGE_SIZE) -> List[Dict[str, Any]]:
+    """Every item of a collection, read ``page_size`` at a time with ``limit`` and ``continue``.
+
+    A continue token the server no longer knows (410 Gone: it compacted past it) starts the list over,
+    once, so the answer is one consistent list rather than pages from two points in time.
+    """
+    for attempt in (1, 2):
+        items: List[Dict[str, Any]] = []
+        token: Optional[str] = None
+        try:
+            while True:
+                page = kube.get(path, dict(query or {}, limit=page_size, **({"continue": token} if token else {})))
+                items.extend(page.get("items") or [])
+                token = (page.get("metadata") or {}).get("continue") or None
+                if token is None:
+                    return items
+        except KubeApiError as exc:
+            if exc.status != 410 or token is None or attempt == 2:
+                raise
+    raise StormError("unreachable")  # pragma: no cover
 
 
 def _read(response: Any) -> Any:

@@ -83,6 +83,15 @@ def mitigation_argument_spec(**module_options: Dict[str, Any]) -> Dict[str, Dict
     return spec
 
 
+def named_workloads(params: Dict[str, Any]) -> List[str]:
+    """The workload the ``workload`` option names ('ns/name' or 'name' in the object's namespace),
+    for the protected_workloads rail."""
+    workload = params.get("workload")
+    if not workload:
+        return []
+    return [workload if "/" in workload else "%s/%s" % (params["namespace"], workload)]
+
+
 class Plan:
     """What one mitigation wants of one object.
 

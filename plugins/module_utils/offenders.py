@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError, path_for
+from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError, list_items, path_for
 
 DEFAULT_LOG_SIGNATURES: Dict[str, str] = {
     "redis_timeout": r"RedisTimeoutException",
@@ -367,10 +367,10 @@ class OffenderFinder:
         """Pods must be readable: without them there is no answer, so this raises."""
         query = {"fieldSelector": LIVE_PODS_SELECTOR}
         if not self.namespaces:
-            return list(self.kube.get(path_for("v1", "pods"), query).get("items") or [])
+            return list_items(self.kube, path_for("v1", "pods"), query)
         pods: List[Dict[str, Any]] = []
         for namespace in self.namespaces:
-            pods.extend(self.kube.get(path_for("v1", "pods", namespace), query).get("items") or [])
+            pods.extend(list_items(self.kube, path_for("v1", "pods", namespace), query))
         return pods
 
     def replicasets_of(self, pods: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Optional[Dict[str, Any]]]:

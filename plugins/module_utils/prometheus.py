@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.error import HTTPError, URLError
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
 
 from ansible.module_utils.urls import Request, SSLValidationError, make_context
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
@@ -74,21 +74,51 @@ class PrometheusError(StormError):
         self.error = error
 
 
+_USERINFO = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def redact_url(url: Any) -> str:
+    """The URL as text with any ``user:password@`` replaced, for messages."""
+    return _USERINFO.sub("***@", str(url))
+
+
 def validate_url(url: str) -> str:
     """The base URL without a trailing slash, or a StormError naming what is wrong with it."""
+    shown = redact_url(url)
     parts = urlsplit(url.strip()) if url else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise StormError(
             "url %r is not a Prometheus URL: give http(s)://host:port (plus any path prefix), "
-            "e.g. http://prometheus.monitoring:9090" % (url,)
+            "e.g. http://prometheus.monitoring:9090" % (shown,)
         )
     try:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
-        raise StormError("url %r has a bad port (%s)" % (url, exc)) from exc
+        raise StormError("url %r has a bad port (%s)" % (shown, redact_url(exc))) from exc
     if parts.query or parts.fragment:
-        raise StormError("url %r must not carry a query string or fragment" % (url,))
+        raise StormError("url %r must not carry a query string or fragment" % (shown,))
     return url.strip().rstrip("/")
+
+
+def hide_url_password(module: Any, url: Optional[str]) -> None:
+    """Make Ansible censor the password of a URL's ``user:password@`` wherever the module's result
+    (its invocation included) would show it."""
+    try:
+        password = urlsplit(url or "").password
+    except ValueError:
+        return
+    if password:
+        module.no_log_values.update({password, unquote(password)})
+
+
+def split_credentials(url: str) -> Tuple[str, Optional[str], Optional[str]]:
+    """(URL without ``user:password@``, user, password); user and password are None when it has none."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return (urlunsplit(parts._replace(netloc=netloc)), unquote(parts.username or ""),
+            None if parts.password is None else unquote(parts.password))
 
 
 def duration_seconds(value: Any) -> float:
@@ -222,11 +252,16 @@ class Prometheus:
         validate_certs: bool = True,
         ca_path: Optional[str] = None,
     ) -> None:
-        self.url = validate_url(url)
+        # credentials in the URL are basic auth; the URL itself, in every message, is without them
+        self.url, url_username, url_password = split_credentials(validate_url(url))
+        if url_username is not None:
+            if username or password:
+                raise StormError("url carries a user and password and username/password are given too: give them once")
+            username, password = url_username, url_password
         if timeout <= 0:
             raise StormError("timeout must be positive, got %s" % timeout)
         if bearer_token and (username or password):
-            raise StormError("give either bearer_token or username/password, not both")
+            raise StormError("give either bearer_token or username/password (in the url or as options), not both")
         if password and not username:
             raise StormError("password needs username")
         self.timeout = float(timeout)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ObjectRef
-from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Desired, Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Desired, Plan, named_workloads
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
     NGINX_OPTIONS,
     NGINX_PREFIX,
@@ -48,14 +48,6 @@ ARG_SPEC: Dict[str, Dict[str, Any]] = {
 
 def ingress_ref(params: Dict[str, Any]) -> ObjectRef:
     return ObjectRef(INGRESS_API, "Ingress", "ingresses", params["namespace"], params["name"])
-
-
-def workloads(params: Dict[str, Any]) -> List[str]:
-    """The workload behind the ingress ('ns/name' or 'name'), for the protected_workloads rail."""
-    workload = params.get("workload")
-    if not workload:
-        return []
-    return [workload if "/" in workload else "%s/%s" % (params["namespace"], workload)]
 
 
 def validate_cidrs(cidrs: List[str]) -> str:
@@ -91,7 +83,7 @@ def nginx_plans(params: Dict[str, Any]) -> List[Plan]:
     if not any(key[2] != NGINX_PREFIX + "limit-whitelist" for key in wanted):
         raise StormError("give at least one limit: rps, rpm or connections (burst_multiplier and whitelist only "
                          "shape a limit)")
-    return [Plan(ingress_ref(params), lambda live: dict(wanted), MODULE, workloads(params),
+    return [Plan(ingress_ref(params), lambda live: dict(wanted), MODULE, named_workloads(params),
                  warnings=[NGINX_WARNING])]
 
 
@@ -136,9 +128,9 @@ def traefik_plans(params: Dict[str, Any]) -> List[Plan]:
             names.append(attached)  # appended: the middlewares already attached keep running first
         return {("metadata", "annotations", TRAEFIK_ROUTER_MIDDLEWARES): ",".join(names)}
 
-    middleware = Plan(ref, lambda live: {TRAEFIK_RATE_LIMIT: dict(rate)}, MODULE, workloads(params),
+    middleware = Plan(ref, lambda live: {TRAEFIK_RATE_LIMIT: dict(rate)}, MODULE, named_workloads(params),
                       create=create)
-    attach = Plan(ingress_ref(params), router, MODULE, workloads(params))
+    attach = Plan(ingress_ref(params), router, MODULE, named_workloads(params))
     # restore walks back newest first: detach from the router before the Middleware goes away
     return [attach, middleware] if restoring else [middleware, attach]
 
@@ -148,5 +140,5 @@ PROVIDERS: Dict[str, Callable[[Dict[str, Any]], List[Plan]]] = {"nginx": nginx_p
 
 def build_plans(kube: Any, params: Dict[str, Any]) -> List[Plan]:
     if params.get("state") == "restored" and params["provider"] == "nginx":
-        return [Plan(ingress_ref(params), lambda live: {}, MODULE, workloads(params))]
+        return [Plan(ingress_ref(params), lambda live: {}, MODULE, named_workloads(params))]
     return PROVIDERS[params["provider"]](params)

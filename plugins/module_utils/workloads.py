@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from ansible_collections.fintech.redis_storm.plugins.module_utils.baseline import pre_incident_value
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, path_for
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, Ledger, ObjectRef, get_path
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, ObjectRef, get_path
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Plan
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
     HPA_BEHAVIOR,
@@ -42,7 +43,6 @@ def scale_plan(kube: Kube, params: Dict[str, Any]) -> Plan:
     """workload_scale: ``replicas`` or ``reduce_by_percent`` of the live replicas, within the rails."""
     ref = workload_ref(params.get("kind") or "Deployment", params["namespace"], params["name"], "scale")
     guards = Guards.from_params(params)
-    ledger = Ledger(kube, params["incident_id"], params.get("ledger_namespace"))
     warnings: List[str] = []
 
     def desired(live: Dict[str, Any]) -> Dict[FieldPath, Any]:
@@ -52,8 +52,9 @@ def scale_plan(kube: Kube, params: Dict[str, Any]) -> Plan:
             if wanted < 0:
                 raise StormError("replicas must be 0 or more (got %d)" % wanted)
         else:
-            # measured from the replicas before this incident's first scale, so a rerun does not cut again
-            original = ledger.original(ref.to_target(), REPLICAS)
+            # measured from the replicas before any incident still in effect scaled it, so neither a
+            # rerun nor a second incident for the same storm cuts again from an already reduced count
+            original = pre_incident_value(kube, params.get("ledger_namespace"), ref.to_target(), REPLICAS)
             base = int(original[1]) if original and original[0] and original[1] is not None else current
             wanted = min(current, guards.reduced(base, float(params["reduce_by_percent"])))
         guards.check_replicas(current, wanted)

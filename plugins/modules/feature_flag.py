@@ -44,6 +44,10 @@ options:
       - With O(format=flagd), the ConfigMap key holding the flagd JSON document.
     type: str
     default: flags.json
+  workload:
+    description:
+      - The workload that reads these flags (C(name) or C(namespace/name)), checked against O(protected_workloads).
+    type: str
 extends_documentation_fragment:
   - fintech.redis_storm.lock
   - fintech.redis_storm.mitigation
@@ -69,7 +73,9 @@ EXAMPLES = r"""
     name: trading-api-flags
     flags:
       redis.retry.aggressive: "false"
+    workload: trading-api
     allowed_namespaces: "{{ storm_namespaces }}"
+    protected_workloads: "{{ storm_protected_workloads }}"
 
 - name: Force the circuit breaker open in a flagd document
   fintech.redis_storm.feature_flag:
@@ -128,6 +134,7 @@ def main() -> None:
             flags={"type": "dict"},
             format={"type": "str", "default": "plain", "choices": ["plain", "flagd"]},
             flagd_key={"type": "str", "default": "flags.json", "no_log": False},
+            workload={"type": "str"},
         ),
         required_if=[["state", "applied", ["flags"]]],
         supports_check_mode=True,

@@ -171,6 +171,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.prometheus import (
     PROMETHEUS_ARG_SPEC,
     Prometheus,
+    hide_url_password,
     run_queries,
     run_query,
 )
@@ -201,6 +202,7 @@ def main() -> None:
         required_by={"start": ("step",), "step": ("start",), "end": ("start",)},
     )
     params = module.params
+    hide_url_password(module, params["url"])
     try:
         client = Prometheus.from_params(params)
     except StormError as exc:

@@ -225,12 +225,14 @@ kubernetes:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.fintech.redis_storm.plugins.module_utils.prometheus import hide_url_password
 from ansible_collections.fintech.redis_storm.plugins.module_utils.views import VIEWS_ARG_SPEC, read_views
 
 
 def main() -> None:
     module = AnsibleModule(argument_spec=VIEWS_ARG_SPEC, supports_check_mode=True)
     params = module.params
+    hide_url_password(module, (params["prometheus"] or {}).get("url"))
     module.exit_json(changed=False, **read_views(params["redis"], params["prometheus"], params["kubernetes"]))
 
 

@@ -3,13 +3,13 @@
 Extra vars go to a file in the run's private directory (never on the command line), and that
 file may hold no secret: secrets come from the inventory, a vault or ``-e @file`` files, which
 are passed by path. ansible-runner writes no ``env/`` files of its own (``suppress_env_files``).
+What the run leaves (artifacts, events, the result) is scrubbed of its secrets by name and by value.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import shutil
 import sys
@@ -20,11 +20,10 @@ from typing import Any, Callable, Mapping
 
 from stormctl.errors import StormctlError
 from stormctl.sandbox.state import REPO
+from stormctl.scrub import REDACTED, SECRET_NAME, Scrubber
 
 PLAYBOOKS = REPO / "playbooks"
 DEFAULT_INVENTORY = REPO / "inventories" / "sandbox"
-# Variable names that carry credentials: they belong in the inventory or a vault file, never in extravars.
-SECRET_NAME = re.compile(r"pass(word|wd|phrase)?$|token|secret|api_?key|credential|private_?key", re.IGNORECASE)
 FAILED_EVENTS = {"runner_on_failed", "runner_on_unreachable"}
 
 EventHandler = Callable[[Mapping[str, Any]], None]
@@ -88,6 +87,8 @@ class RunResult:
     failures: list[dict[str, Any]]
     # Tasks that changed (or in check mode would change) something: {host, task, diff}.
     changes: list[dict[str, Any]] = field(default_factory=list)
+    # The run's secrets, to scrub what is written from the result later (the report).
+    scrubber: Scrubber = field(default_factory=Scrubber, repr=False, compare=False)
 
     @property
     def successful(self) -> bool:
@@ -130,8 +131,9 @@ def _write_extravars(config: RunConfig) -> None:
 class _Collector:
     """Keeps what the result needs from the event stream and forwards each event."""
 
-    def __init__(self, on_event: EventHandler | None) -> None:
+    def __init__(self, on_event: EventHandler | None, scrubber: Scrubber) -> None:
         self.on_event = on_event
+        self.scrubber = scrubber
         self.stats: dict[str, HostStats] = {}
         self.artifact_data: dict[str, Any] = {}
         self.triage: dict[str, dict[str, Any]] = {}
@@ -139,6 +141,8 @@ class _Collector:
         self.changes: list[dict[str, Any]] = []
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
+        self.scrubber.learn(event)
+        event = self.scrubber.data(event)
         kind = event.get("event")
         data = event.get("event_data") or {}
         if kind == "runner_on_ok":
@@ -201,7 +205,7 @@ def scrub_command_file(artifact_dir: Path) -> None:
         return
     env = recorded.get("env") if isinstance(recorded, dict) else None
     if isinstance(env, dict):
-        recorded["env"] = {k: ("<redacted>" if SECRET_NAME.search(k) else v) for k, v in env.items()}
+        recorded["env"] = {k: (REDACTED if SECRET_NAME.search(k) else v) for k, v in env.items()}
         path.write_text(json.dumps(recorded))
 
 
@@ -224,7 +228,8 @@ def run(config: RunConfig, on_event: EventHandler | None = None) -> RunResult:
             raise StormctlError("no extra vars file at %s (from -e @%s)" % (path, path))
     _private_dir(config.private_dir)
     _write_extravars(config)
-    collector = _Collector(on_event)
+    scrubber = Scrubber.for_run(os.environ, config.extravar_files)
+    collector = _Collector(on_event, scrubber)
     started = time.monotonic()
     runner = ansible_runner.run(
         private_data_dir=str(config.private_dir),
@@ -240,6 +245,7 @@ def run(config: RunConfig, on_event: EventHandler | None = None) -> RunResult:
     )
     artifact_dir = Path(runner.config.artifact_dir)
     scrub_command_file(artifact_dir)
+    scrubber.tree(artifact_dir)
     return RunResult(
         status=str(runner.status),
         rc=int(runner.rc if runner.rc is not None else 1),
@@ -250,4 +256,5 @@ def run(config: RunConfig, on_event: EventHandler | None = None) -> RunResult:
         triage=collector.triage,
         failures=collector.failures,
         changes=collector.changes,
+        scrubber=scrubber,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import secrets
 import shlex
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 import redis
+import yaml
 from matplotlib import image as mpimg
 
 from stormctl import report
@@ -165,6 +167,49 @@ def test_lock_held_by_another_run_is_refused(calm_sandbox: Sandbox, tmp_path: Pa
     finally:
         api.close()
     assert_no_secrets(calm_sandbox, tmp_path)
+
+
+def leaked(everything: bytes, secrets_of_the_run: dict[str, str]) -> dict[str, int]:
+    return {name: everything.count(secret.encode()) for name, secret in secrets_of_the_run.items()}
+
+
+def test_an_incident_with_every_credential_set_leaves_none_in_reports_or_artifacts(calm_sandbox: Sandbox,
+                                                                                   tmp_path: Path) -> None:
+    bearer = "prom-bearer-" + secrets.token_hex(12)
+    url_password = "prom-url-pw-" + secrets.token_hex(12)
+    # the credentials come as an AWX job gets them: extra vars from files, and the environment
+    with_url = tmp_path / "prometheus-url.yml"
+    with_url.write_text(yaml.safe_dump({"storm_prometheus_url": calm_sandbox.prometheus_url.replace(
+        "://", "://storm-reader:%s@" % url_password, 1)}))
+    with_bearer = tmp_path / "prometheus-token.yml"
+    with_bearer.write_text(yaml.safe_dump({"storm_prometheus_bearer_token": bearer}))
+    env = calm_sandbox.env(REDISCLI_AUTH=calm_sandbox.redis_password, AUTHORIZATION="Bearer " + bearer,
+                           HTTP_AUTHORIZATION="Bearer " + bearer, K8S_AUTH_API_KEY=calm_sandbox.token("operator"))
+    output = b""
+
+    def run(*args: str) -> dict[str, Any]:
+        nonlocal output
+        command = [sys.executable, "-m", "stormctl", *args, "--json", "--reports-dir", str(tmp_path / "reports"),
+                   "--artifacts-dir", str(tmp_path / "artifacts")]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=420, cwd=REPO, env=env,
+                              stdin=subprocess.DEVNULL)
+        output += done.stdout.encode() + done.stderr.encode()
+        return answer(done)
+
+    raise_storm(calm_sandbox)
+    incident = run("incident", "--yes", "--incident-id", "e2e-credentials", "-e", "@%s" % with_url, *FAST)
+    assert incident["outcome"] in ("recovered", "not_recovered"), (incident["outcome"], incident["failures"])
+    assert incident["timeline"], "no rung ran: the run did not exercise the mitigations"
+    triage = run("triage", "--incident-id", "e2e-credentials-triage", "-e", "@%s" % with_bearer)
+    assert triage["triage"], triage
+    assert (tmp_path / "reports" / "e2e-credentials" / "report.md").is_file()
+    everything = every_byte(tmp_path / "reports", tmp_path / "artifacts") + output
+    found = {name: everything.count(secret.encode()) for name, secret in {
+        "Redis password": calm_sandbox.redis_password, "kube token": calm_sandbox.token("operator"),
+        "Prometheus bearer token": bearer, "Prometheus URL password": url_password}.items()}
+    print("occurrences of the run's secrets in %d bytes of reports and artifacts: %s" % (len(everything), found))
+    assert found == dict.fromkeys(found, 0)
+    stormctl(calm_sandbox, tmp_path, "rollback", "--yes", "--incident-id", "e2e-credentials")
 
 
 def test_bad_argument_is_a_clear_error_without_a_run(calm_sandbox: Sandbox, tmp_path: Path) -> None:

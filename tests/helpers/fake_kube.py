@@ -69,6 +69,18 @@ class FakeKube:
                 return None
             raise
 
+    def _list(self, collection: str, selector: Optional[str]) -> List[Dict[str, Any]]:
+        """Objects directly in a namespaced collection path, matching an ``a=b`` label selector."""
+        key, _, value = (selector or "").partition("=")
+        found = []
+        for path, obj in sorted(self.objects.items()):
+            if path.rsplit("/", 1)[0] != collection:
+                continue
+            if key and ((obj.get("metadata") or {}).get("labels") or {}).get(key) != value:
+                continue
+            found.append(copy.deepcopy(obj))
+        return found
+
     def request(self, method: str, path: str, body: Optional[Any] = None, query: Optional[Dict[str, Any]] = None,
                 content_type: Optional[str] = None) -> Dict[str, Any]:
         if method != "GET" and self.before_write is not None:
@@ -78,6 +90,8 @@ class FakeKube:
         scale = path.endswith("/scale")
         base = path[: -len("/scale")] if scale else path
         if method == "GET":
+            if base not in self.objects and path.split("/")[-3] == "namespaces":
+                return {"items": self._list(path, (query or {}).get("labelSelector")), "metadata": {}}
             if base not in self.objects:
                 raise api_error(method, path, 404, {"message": "not found"})
             obj = copy.deepcopy(self.objects[base])

@@ -54,9 +54,16 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError("timed out after %.0fs waiting for %s" % (timeout, what))
 
 
+def launch_variables() -> dict[str, set[str]]:
+    """Template name -> the variables its survey lets a launch set (AWX refuses any other)."""
+    templates = yaml.safe_load((REPO / "awx" / "vars" / "job_templates.yml").read_text())["awx_job_templates"]
+    return {t["name"]: {q["variable"] for q in t["survey_spec"]["spec"]} for t in templates if t.get("survey_spec")}
+
+
 def runnable_rulebook(tmp_path: Path, records: Path) -> Path:
     """The real rulebook with each run_job_template replaced by run_playbook of the recorder."""
     rulesets = yaml.safe_load(RULEBOOK.read_text())
+    allowed = launch_variables()
     swapped = 0
     for ruleset in rulesets:
         for rule in ruleset["rules"]:
@@ -64,12 +71,10 @@ def runnable_rulebook(tmp_path: Path, records: Path) -> Path:
             for action in actions:
                 job = action.pop("run_job_template")
                 job_args = copy.deepcopy(job.get("job_args", {}))
-                extra_vars = job_args.get("extra_vars", {})
-                extra_vars.update({
-                    "storm_record_template": job["name"],
-                    "storm_record_dir": str(records),
-                    "storm_record_limit": job_args.get("limit", "all"),
-                })
+                assert set(job_args) == {"extra_vars"}, "an alert job takes no limit, only survey answers"
+                extra_vars = job_args["extra_vars"]
+                assert set(extra_vars) <= allowed[job["name"]], "AWX would refuse %s" % sorted(extra_vars)
+                extra_vars.update({"storm_record_template": job["name"], "storm_record_dir": str(records)})
                 action["run_playbook"] = {"name": str(tmp_path / "play" / RECORDER.name), "extra_vars": extra_vars}
                 swapped += 1
     assert swapped >= 2, "the rulebook starts triage and the auto-mitigation job"
@@ -81,17 +86,26 @@ def runnable_rulebook(tmp_path: Path, records: Path) -> Path:
 
 
 def write_inventory(directory: Path) -> Path:
-    """Two Redis deployments; only payments-redis allows automatic mitigation (like the AWX
-    constructed inventory: group storm_auto_mitigate from the storm_auto_mitigate variable)."""
+    """Two Redis deployments; only payments-redis lets an alert start mitigation."""
     directory.mkdir()
-    (directory / "01-hosts.yml").write_text(yaml.safe_dump({"all": {
+    (directory / "hosts.yml").write_text(yaml.safe_dump({"all": {
         "hosts": {"payments-redis": {"storm_auto_mitigate": True}, "trading-redis": {}},
         "vars": {"ansible_connection": "local",
                  "ansible_python_interpreter": str(VENV_BIN / "python")}}}))
-    awx_vars = yaml.safe_load((REPO / "awx" / "vars" / "inventories.yml").read_text())
-    constructed = awx_vars["awx_constructed_inventory_source"]["source_vars"]
-    (directory / "02-constructed.yml").write_text(yaml.safe_dump(constructed))
     return directory
+
+
+def listening_address(port: int) -> str:
+    """The address a TCP socket listens on for `port` (from the kernel's table)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                if len(address) == 8:
+                    return ".".join(str(b) for b in reversed(bytes.fromhex(address)))
+                return "::" if set(address) == {"0"} else address
+    raise AssertionError("nothing listens on port %d" % port)
 
 
 class Rulebook:
@@ -152,9 +166,10 @@ def rulebook(tmp_path: Path) -> Iterator[Rulebook]:
     records.mkdir()
     port = free_port()
     variables = tmp_path / "vars.yml"
+    # no alertmanager_webhook_host: the rulebook's default address is under test
     variables.write_text(yaml.safe_dump({
-        "alertmanager_webhook_host": "127.0.0.1", "alertmanager_webhook_port": port,
-        "alertmanager_webhook_token": TOKEN,
+        "alertmanager_webhook_port": port, "alertmanager_webhook_token": TOKEN,
+        "alertmanager_inventory_hosts": ["payments-redis", "trading-redis"],
         "alertmanager_host_map": {PAYMENTS: "payments-redis", TRADING: "trading-redis"}}))
     log = tmp_path / "rulebook.log"
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
@@ -257,10 +272,11 @@ def alert(name: str, instance: str, status: str = "firing") -> dict[str, Any]:
 
 
 def summary(runs: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    return [(r["template"], r["host"], r["alert"]["name"], r["status"]) for r in runs]
+    return [(r["template"], r["host"], r["alert"], r["status"]) for r in runs]
 
 
 def test_firing_storm_alert_starts_triage_once_per_instance(rulebook: Rulebook) -> None:
+    assert listening_address(rulebook.port) == "127.0.0.1"
     # Without the shared secret nothing reaches the rules.
     assert rulebook.post(notification("firing", [alert("RedisTooManyConnections", PAYMENTS)]), token=None) == 401
     assert rulebook.post(notification("firing", [alert("RedisTooManyConnections", PAYMENTS)]), token="wrong") == 401
@@ -271,15 +287,23 @@ def test_firing_storm_alert_starts_triage_once_per_instance(rulebook: Rulebook) 
         (MITIGATE_JT, "payments-redis", "RedisTooManyConnections", "firing"),
         (TRIAGE_JT, "payments-redis", "RedisTooManyConnections", "firing"),
     ]
-    assert runs[1]["alert"]["instance"] == PAYMENTS
-    assert runs[1]["alert"]["labels"]["severity"] == "warning"
+    # the mitigation joins the alert group's incident: its ledger, attempt caps and cooldowns
+    assert re.fullmatch(r"alert-[0-9a-f]{16}", runs[0]["incident_id"]), runs[0]
 
     # Flapping: the same instance fires again (another storm alert too) within the throttle window.
     assert rulebook.post(notification("firing", [alert("RedisTooManyConnections", PAYMENTS)])) == 200
     assert rulebook.post(notification("firing", [alert("RedisRejectedConnections", PAYMENTS)])) == 200
+    # The throttle is per Redis deployment, whatever other label (another exporter instance) the sender sets.
+    other_exporter = alert("RedisConnectionStorm", "10.1.2.3:9121")
+    other_exporter["labels"]["storm_host"] = "payments-redis"
+    assert rulebook.post(notification("firing", [other_exporter])) == 200
     # Resolved alerts and alerts that are not about a storm start nothing.
     assert rulebook.post(notification("resolved", [alert("RedisTooManyConnections", TRADING, "resolved")])) == 200
     assert rulebook.post(notification("firing", [alert("RedisReplicationBroken", TRADING)])) == 200
+    # A label naming a pattern instead of an inventory host starts nothing, for any host.
+    storm_all = alert("RedisConnectionStorm", TRADING)
+    storm_all["labels"]["storm_host"] = "all"
+    assert rulebook.post(notification("firing", [storm_all])) == 200
     # Another instance's storm starts its own triage; its inventory does not allow mitigation.
     assert rulebook.post(notification("firing", [alert("RedisConnectionStorm", TRADING)])) == 200
     runs = rulebook.settle(3)

@@ -107,3 +107,12 @@ def test_failed_write_leaves_a_failed_entry_and_the_object_unchanged(cluster: An
     assert Target(cluster, PLAIN).value(("data", "redis.retry.aggressive")) == "true"
     [entry] = ledger_entries(cluster, cluster.incident_id)
     assert entry["state"] == "failed"
+
+
+def test_flags_of_a_protected_workload_are_refused(cluster: Any) -> None:
+    mark = cluster.last_seq()
+    result = run_module("feature_flag", args(cluster, workload="trading-api",
+                                             protected_workloads=["trading/trading-api"]))
+    assert result.failed and result["guard"] == "protected_workloads", result.msg
+    assert "trading/trading-api" in result.msg and "storm_protected_workloads" in result.msg
+    assert cluster.writes(since=mark) == []

@@ -150,3 +150,15 @@ def test_api_timeout_is_a_clear_error_and_changes_nothing(cluster: Any) -> None:
     result = run_module("workload_scale", args(cluster, replicas=4, request_timeout=0.3))
     assert result.failed and "timed out after 0.3s on get deployments/scale trading/trading-api" in result.msg
     no_writes_since(cluster, mark)
+
+
+def test_incident_after_incident_never_compounds_a_cut(cluster: Any) -> None:
+    first = run_module("workload_scale", args(cluster, reduce_by_percent=50))
+    assert (first["replicas_before"], first["replicas_after"]) == (6, 3), first.msg
+    # each alert group is an incident of its own: its ledger starts empty, the cut is still from 6
+    for later in ("alert-00000000000000a1", "alert-00000000000000a2"):
+        again = run_module("workload_scale", args(cluster, incident_id=later, reduce_by_percent=50))
+        assert again["changed"] is False and again["replicas_after"] == 3, again.msg
+    assert Target(cluster, DEPLOYMENT).value(("spec", "replicas")) == 3
+    assert run_module("workload_scale", args(cluster, state="restored"))["changed"] is True
+    assert Target(cluster, DEPLOYMENT).value(("spec", "replicas")) == 6

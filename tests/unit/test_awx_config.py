@@ -415,7 +415,8 @@ def test_job_templates_cover_every_playbook_with_a_limit_and_one_run_at_a_time()
     for template in templates():
         assert (REPO / template["playbook"]).is_file(), template["playbook"]
         assert template["allow_simultaneous"] is False, template["name"]
-        assert template["ask_limit_on_launch"] is True, template["name"]
+        # a person picks the Redis deployment with the limit; an alert names it in a survey answer
+        assert template["ask_limit_on_launch"] is ("(alert)" not in template["name"]), template["name"]
         assert template["project"] == objects("project")[0]["name"]
         by_playbook.setdefault(template["playbook"], []).append(template)
     for playbook in ("triage", "mitigate", "stabilize", "rollback", "incident", "verify"):
@@ -461,10 +462,7 @@ def test_inventory_is_sourced_from_the_project() -> None:
     scm = [s for s in sources.values() if s.get("source") == "scm"]
     assert len(scm) == 1 and scm[0]["source_project"] == objects("project")[0]["name"]
     assert (REPO / scm[0]["source_path"]).is_dir()
-    constructed = next(s for s in sources.values() if "source_vars" in s)
-    assert "storm_auto_mitigate" in constructed["source_vars"]["groups"]
-    alert_mitigate = next(t for t in templates() if t["name"] == "redis-storm mitigate (alert)")
-    assert alert_mitigate["inventory"] == constructed["inventory"]
+    assert {t["inventory"] for t in templates()} == {objects("inventory")[0]["name"]}
 
 
 def workflow_nodes() -> dict[str, Any]:
@@ -534,3 +532,63 @@ def test_workflow_escalation_keeps_the_storm_visible() -> None:
         (recheck,) = nodes[escalate]["success_nodes"]
         assert node_playbook(nodes[recheck]) == "playbooks/verify.yml"
         assert not nodes[recheck].get("failure_nodes") and not nodes[recheck].get("always_nodes")
+
+
+# --- what a launch may change --------------------------------------------------------------------
+
+ALERT_LAUNCH_VARIABLES = {"incident_id", "storm_alert_host", "storm_alert_name"}
+RULEBOOK = REPO / "extensions" / "eda" / "rulebooks" / "redis_storm.yml"
+
+
+def inventory_variables() -> set[str]:
+    """The inventory variables docs/internals.md lists: endpoints, credentials and guard rails."""
+    section = INTERNALS[INTERNALS.index("## Inventory variables shared by every role"):]
+    block = section[section.index("```"):section.index("```", section.index("```") + 3)]
+    return set(re.findall(r"\bstorm_[a-z_]+\b", block))
+
+
+def launch_variables(args: dict[str, Any]) -> set[str]:
+    if not args.get("survey_enabled"):
+        return set()
+    return {q["variable"] for q in (args.get("survey_spec") or {}).get("spec", [])}
+
+
+@pytest.mark.parametrize("kind,args", [(k, a) for k, a in OBJECTS if k in ("job_template", "workflow_job_template")],
+                         ids=[a["name"] for k, a in OBJECTS if k in ("job_template", "workflow_job_template")])
+def test_no_launch_can_redirect_the_credentials_or_loosen_a_rail(kind: str, args: dict[str, Any]) -> None:
+    # without a survey to bound them, launch-time variables could set any of these
+    assert not args.get("ask_variables_on_launch"), args["name"]
+    # another inventory, credential or execution environment would bring its own endpoints
+    for asked in ("inventory", "credential", "execution_environment", "labels", "forks", "instance_groups"):
+        assert not args.get("ask_%s_on_launch" % asked), (args["name"], asked)
+    assert args.get("survey_enabled") is True, args["name"]
+    rails = {"storm_namespaces", "storm_protected_workloads", "storm_min_replicas", "storm_max_reduction_percent",
+             "storm_kube_host", "storm_redis_host", "storm_prometheus_url", "storm_kubeconfig"}
+    assert rails <= inventory_variables()
+    assert launch_variables(args) & inventory_variables() == set(), args["name"]
+    assert not [v for v in launch_variables(args) if re.search(r"_(host|url|port|kubeconfig|namespaces|workloads|"
+                                                               r"replicas|percent)$", v) and v != "storm_alert_host"]
+
+
+def test_alert_templates_take_only_the_alert_allow_list() -> None:
+    alert = [t for t in templates() if "(alert)" in t["name"]]
+    assert len(alert) == 2
+    for template in alert:
+        assert template["ask_limit_on_launch"] is False
+        assert launch_variables(template) <= ALERT_LAUNCH_VARIABLES, template["name"]
+        assert "storm_alert_host" in launch_variables(template)
+
+
+def test_rulebook_sends_each_template_only_what_its_survey_asks() -> None:
+    by_name = {t["name"]: t for t in templates()}
+    sent = 0
+    for ruleset in yaml.safe_load(RULEBOOK.read_text()):
+        for rule in ruleset["rules"]:
+            for action in rule.get("actions") or [rule["action"]]:
+                job = action["run_job_template"]
+                assert "limit" not in job.get("job_args", {}), job["name"]
+                variables = set(job.get("job_args", {}).get("extra_vars", {}))
+                assert variables <= launch_variables(by_name[job["name"]]), job["name"]
+                assert "storm_alert_host" in variables
+                sent += 1
+    assert sent == 2

@@ -98,6 +98,34 @@ def test_secret_environment_values_are_scrubbed_from_the_command_artifact(
     assert b"K8S_AUTH_API_KEY" in command and b'"--limit", "tiny-host"' in command
 
 
+def test_the_runs_secrets_are_scrubbed_by_name_and_by_value_from_artifacts_and_result(
+    inventory: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = inventory
+    redis_password, bearer, vault_token, url_password = ("s-%d-%s" % (i, secrets.token_hex(10)) for i in range(4))
+    monkeypatch.setenv("REDISCLI_AUTH", redis_password)
+    monkeypatch.setenv("AUTHORIZATION", "Bearer " + bearer)
+    monkeypatch.setenv("HTTP_AUTHORIZATION", "Bearer " + bearer)
+    # a task that fails with every secret in its message, as a careless error text would
+    credentials = tmp_path / "credentials.yml"
+    credentials.write_text(
+        "tiny_api_token: %s\ntiny_fail: true\ntiny_prometheus_url: http://reader:%s@127.0.0.1:9\n"
+        "tiny_fail_msg: \"cannot reach {{ tiny_prometheus_url }} as {{ lookup('env', 'REDISCLI_AUTH') }} with "
+        "{{ lookup('env', 'HTTP_AUTHORIZATION') }} or {{ tiny_api_token }}\"\n" % (vault_token, url_password)
+    )
+    config = RunConfig(playbook=PLAYBOOK, inventory=path, private_dir=tmp_path / "p", extravar_files=(credentials,),
+                       extravars={"tiny_marker": "m-4"}, ident="t4")
+    seen: list[str] = []
+    result = run(config, lambda event: seen.append(repr(event)))
+    [failure] = result.failures
+    assert failure["msg"].startswith("cannot reach http://reader:<redacted>@127.0.0.1:9 as <redacted> with")
+    everything = every_byte(config.private_dir) + repr(result).encode() + "".join(seen).encode()
+    found = {name: everything.count(value.encode()) for name, value in (
+        ("REDISCLI_AUTH", redis_password), ("AUTHORIZATION", bearer), ("token in a vars file", vault_token),
+        ("URL password", url_password))}
+    assert found == dict.fromkeys(found, 0)
+
+
 def test_secret_extra_vars_are_refused_before_any_run(inventory: tuple[Path, str], tmp_path: Path) -> None:
     path, _ = inventory
     assert secret_names({"storm_redis_password": "x", "a": {"api_key": "y"}, "incident_id": "i"}) == [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal, Guards
@@ -89,3 +91,24 @@ def test_reduce_by_percent_out_of_range(bad: float) -> None:
 def test_from_params_uses_defaults_for_missing_replica_rails() -> None:
     guards = Guards.from_params({"allowed_namespaces": ["a"], "protected_workloads": None})
     assert (guards.min_replicas, guards.max_reduction_percent) == (1, 50)
+
+
+@pytest.mark.parametrize("rails, variable", [
+    ({"min_replicas": 0}, "storm_min_replicas"),
+    ({"min_replicas": -2}, "storm_min_replicas"),
+    ({"max_reduction_percent": 101}, "storm_max_reduction_percent"),
+    ({"max_reduction_percent": -1}, "storm_max_reduction_percent"),
+    ({"allowed_namespaces": ["*"]}, "storm_namespaces"),
+    ({"allowed_namespaces": ["Payments"]}, "storm_namespaces"),
+    ({"protected_workloads": ["ledger-api"]}, "storm_protected_workloads"),
+    ({"protected_workloads": ["*/ledger-api"]}, "storm_protected_workloads"),
+])
+def test_a_rail_out_of_range_is_an_error_naming_its_variable(rails: Dict[str, Any], variable: str) -> None:
+    with pytest.raises(StormError, match=variable):
+        Guards(**rails)
+
+
+@pytest.mark.parametrize("current", range(1, 13))
+@pytest.mark.parametrize("percent", [1, 33, 50, 99, 100])
+def test_a_cut_never_reaches_zero_replicas(current: int, percent: float) -> None:
+    assert Guards(min_replicas=1, max_reduction_percent=100).reduced(current, percent) >= 1

@@ -238,3 +238,26 @@ def test_module_argument_errors(args: dict[str, Any], message: str, capsys: Any)
     out = run_main(args, capsys)
     assert out["failed"] is True
     assert message in out["msg"]
+
+
+def test_url_credentials_never_reach_a_message(capsys: Any) -> None:
+    with pytest.raises(StormError) as bad_port:
+        p.validate_url("http://reader:s3cret-pw@prom:90x0")
+    assert "s3cret-pw" not in bad_port.value.message and "***@prom" in bad_port.value.message
+    client = p.Prometheus("http://reader:s3cret-pw@127.0.0.1:9/prefix", timeout=2)
+    assert client.url == "http://127.0.0.1:9/prefix"
+    assert (client.username, client.password) == ("reader", "s3cret-pw")
+    with pytest.raises(StormError) as unreachable:
+        client.query("up")
+    assert "s3cret-pw" not in unreachable.value.message and "http://127.0.0.1:9/prefix" in unreachable.value.message
+    # the module's whole result, its invocation (module_args) included
+    out = run_main({"url": "http://reader:s3cret-pw@127.0.0.1:9", "query": "up", "timeout": 2}, capsys)
+    assert out["failed"] is True and "127.0.0.1:9" in out["msg"]
+    assert "s3cret-pw" not in json.dumps(out)
+
+
+def test_url_credentials_and_a_bearer_token_are_refused_together() -> None:
+    with pytest.raises(StormError, match="not both"):
+        p.Prometheus("http://reader:pw@prom:9090", bearer_token="t")
+    with pytest.raises(StormError, match="give them once"):
+        p.Prometheus("http://reader:pw@prom:9090", username="other", password="x")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +234,40 @@ def test_window_covers_the_incident_with_context() -> None:
     window = metrics.Window.around(first, last, now=datetime(2026, 11, 26, 6, 0, tzinfo=timezone.utc))
     assert window.start == first - metrics.LEAD and window.end == last + metrics.TAIL
     assert (window.end - window.start).total_seconds() / window.step <= metrics.MAX_POINTS
+
+
+def outside_code_blocks(markdown: str) -> tuple[str, list[str]]:
+    """(text outside fenced blocks, the blocks), reading fences as CommonMark does: a block ends only at
+    a line of at least as many backticks as opened it."""
+    text, blocks, fence, block = [], [], "", []
+    for line in markdown.splitlines():
+        run = len(line) - len(line.lstrip("`"))
+        if not fence and run >= 3:
+            fence, block = "`" * run, []
+        elif fence and run >= len(fence) and not line.strip("`"):
+            blocks.append("\n".join(block))
+            fence = ""
+        elif fence:
+            block.append(line)
+        else:
+            text.append(line)
+    return "\n".join(text), blocks
+
+
+def test_report_md_quotes_messages_and_diffs_as_text(tmp_path: Path) -> None:
+    hostile = 'x</td><script>alert(1)</script><img src=x onerror=alert(2)> [click](javascript:alert(3)) | cell'
+    item = facts(failure={"task": "wait ` for `` it", "msg": hostile + "\n# Heading from a message"})
+    item["timeline"][0]["msg"] = hostile
+    item["timeline"][0]["diff"][0]["after"] = {"data": {"note": "```\n<img src=y onerror=alert(4)>\n```"}}
+    item["triage"]["summary"] = hostile
+    markdown = report.write(write_facts(tmp_path, item), fetch=storm_curve).markdown.read_text()
+    text, blocks = outside_code_blocks(markdown)
+    # outside code, every character that could open HTML, a link or a heading is escaped
+    quoted = "\n".join(line for line in text.splitlines() if not line.startswith("![incident chart]("))
+    assert not re.search(r"(?<!\\)<", quoted) and not re.search(r"(?<!\\)\]\(", quoted)
+    assert "\n# Heading" not in text and "\\# Heading from a message" in text
+    # the diff's own ``` did not end its block: the whole diff is inside one block
+    assert any("onerror=alert(4)" in b and "redis.retry.aggressive" in b for b in blocks)
+    # a hosts table row is still one row of five cells
+    row = next(line for line in text.splitlines() if line.startswith("| payments-redis"))
+    assert row.replace("\\|", "").count("|") == 6

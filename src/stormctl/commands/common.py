@@ -283,6 +283,8 @@ def execute(command: Command, args: argparse.Namespace) -> Outcome:
         from stormctl import report  # matplotlib is slow to import: only when there is a report to draw
 
         files = report.write(incident_dir)
+    if incident_dir.is_dir():
+        result.scrubber.tree(incident_dir)
     return Outcome(code, incident_id, outcome_of(result, facts, code), result, files)
 
 

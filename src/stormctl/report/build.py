@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from stormctl.report import metrics
 from stormctl.report.facts import parse_time, redact, worst_outcome
-from stormctl.runner import SECRET_NAME
+from stormctl.scrub import SECRET_NAME
 
 SCHEMA_VERSION = 1
 

@@ -6,6 +6,7 @@ import base64
 import difflib
 import html
 import json
+import re
 from typing import Any, Mapping, Sequence
 
 SNAPSHOT_KEYS = [("connected_clients", "connected clients"), ("rejected_per_sec", "rejected/s"), ("p99_ms", "p99 ms")]
@@ -49,6 +50,29 @@ def diff_text(item: Mapping[str, Any]) -> str:
     return "\n".join(lines) or "(no difference)"
 
 
+# "_" inside a word (ingress_rate_limit) emphasises nothing, so only the others are escaped there.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|~&!#]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def md(value: Any) -> str:
+    """Quoted text as one line of Markdown that renders as itself: no link, HTML, emphasis or table cell
+    break can come from a message, a host or a task name."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def md_code(value: Any) -> str:
+    """Inline code that no backtick in the text can close early (pipes escaped for tables)."""
+    text = " ".join(str(value).split()).replace("|", "\\|")
+    fence = "`" * (1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return "%s %s %s" % (fence, text, fence)
+
+
+def md_fence(text: str, info: str = "") -> list[str]:
+    """A fenced block longer than any backtick run inside, so the text cannot end it."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", text)), default=0))
+    return [fence + info, text, fence]
+
+
 def _number(value: Any) -> str:
     if value is None:
         return "-"
@@ -72,45 +96,46 @@ def _headline(report: Mapping[str, Any]) -> str:
 
 
 def markdown(report: Mapping[str, Any]) -> str:
-    out = ["# Incident %s: %s" % (report["incident_id"], _headline(report)), ""]
-    out.append("%s to %s (UTC)." % (report["started_at"], report["finished_at"]))
+    out = ["# Incident %s: %s" % (md(report["incident_id"]), md(_headline(report))), ""]
+    out.append("%s to %s (UTC)." % (md(report["started_at"]), md(report["finished_at"])))
     if report.get("chart"):
-        out += ["", "![incident chart](%s)" % report["chart"]]
+        out += ["", "![incident chart](%s)" % md(report["chart"]).replace("(", "%28").replace(")", "%29")]
     out += ["", "## Hosts", "", "| host | outcome | storm | severity | summary |", "|---|---|---|---|---|"]
     for host in report["hosts"]:
         verdict = host.get("verdict") or {}
         out.append(
             "| %s | %s | %s | %s | %s |"
             % (
-                host["host"],
-                host["outcome"],
-                verdict.get("storm", "-"),
-                verdict.get("severity", "-"),
-                str(verdict.get("summary") or "").replace("|", "/").replace("\n", " "),
+                md(host["host"]),
+                md(host["outcome"]),
+                md(verdict.get("storm", "-")),
+                md(verdict.get("severity", "-")),
+                md(verdict.get("summary") or ""),
             )
         )
         if host.get("failure"):
             out.append("")
             out.append(
-                "**%s failed** at `%s`: %s" % (host["host"], host["failure"].get("task"), host["failure"].get("msg"))
+                "**%s failed** at %s: %s"
+                % (md(host["host"]), md_code(host["failure"].get("task")), md(host["failure"].get("msg")))
             )
     out += ["", "## Timeline", ""]
     if not report["timeline"]:
         out.append("No rung ran.")
     for index, entry in enumerate(report["timeline"], 1):
-        out.append("### %d. %s on %s: %s" % (index, entry["rung"], entry["host"], entry["result"]))
+        out.append("### %d. %s on %s: %s" % (index, md(entry["rung"]), md(entry["host"]), md(entry["result"])))
         out.append("")
         out.append(
             "%s to %s, changed: %s, recovered after it: %s"
             % (
-                entry["started_at"],
-                entry["finished_at"],
+                md(entry["started_at"]),
+                md(entry["finished_at"]),
                 "yes" if entry["changed"] else "no",
                 "-" if entry.get("recovered") is None else ("yes" if entry["recovered"] else "no"),
             )
         )
         if entry.get("msg"):
-            out += ["", "> %s" % entry["msg"]]
+            out += ["", "> %s" % md(entry["msg"])]
         out += ["", "| metric | before | after |", "|---|---|---|"]
         for key, label in SNAPSHOT_KEYS:
             out.append(
@@ -118,18 +143,18 @@ def markdown(report: Mapping[str, Any]) -> str:
                 % (label, _number(entry["metrics_before"].get(key)), _number(entry["metrics_after"].get(key)))
             )
         for item in entry["diff"]:
-            out += ["", "```diff", diff_text(item), "```"]
+            out += ["", *md_fence(diff_text(item), "diff")]
         out.append("")
     out += ["## Offenders", "", "| host | workload | connections | share | autoscaler |", "|---|---|---|---|---|"]
     for offender in report["offenders"]:
         out.append(
             "| %s | %s | %s | %s | %s |"
             % (
-                offender["host"],
-                _who(offender),
-                offender.get("connections"),
+                md(offender["host"]),
+                md(_who(offender)),
+                md(offender.get("connections")),
                 _share(offender.get("connection_share")),
-                offender.get("hpa_state", "-"),
+                md(offender.get("hpa_state", "-")),
             )
         )
     out += [
@@ -143,28 +168,29 @@ def markdown(report: Mapping[str, Any]) -> str:
         out.append(
             "| %s | %s | %s | %s | %s | %s | %s |"
             % (
-                item["host"],
-                item["source"],
-                item["signal"],
-                _number(item.get("observed")),
-                _number(item.get("threshold")),
+                md(item["host"]),
+                md(item["source"]),
+                md(item["signal"]),
+                md(_number(item.get("observed"))),
+                md(_number(item.get("threshold"))),
                 "yes" if item["breached"] else "no",
-                str(item.get("note") or "").replace("|", "/"),
+                md(item.get("note") or ""),
             )
         )
     out += ["", "## Ledger", ""]
     if report["ledger"]:
-        out.append("Undo with `stormctl rollback --incident-id %s`." % report["incident_id"])
+        out.append("Undo with %s." % md_code("stormctl rollback --incident-id %s" % report["incident_id"]))
         out.append("")
         out += [
-            "- %s: `%s`" % (e["host"], json.dumps({k: v for k, v in e.items() if k != "host"}, sort_keys=True))
+            "- %s: %s" % (md(e["host"]), md_code(json.dumps({k: v for k, v in e.items() if k != "host"},
+                                                              sort_keys=True)))
             for e in report["ledger"]
         ]
     else:
         out.append("Nothing was changed, so there is nothing to undo.")
     errors = (report.get("metrics") or {}).get("errors") or {}
     if errors:
-        out += ["", "## Chart data gaps", ""] + ["- %s: %s" % item for item in sorted(errors.items())]
+        out += ["", "## Chart data gaps", ""] + ["- %s: %s" % (md(k), md(v)) for k, v in sorted(errors.items())]
     return "\n".join(out) + "\n"
 
 
