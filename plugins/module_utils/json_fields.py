@@ -49,8 +49,10 @@ def dump(doc: Dict[str, Any], like: Optional[str] = None) -> str:
     return json.dumps(doc, indent=indent or 2) + ("\n" if like.endswith("\n") else "")
 
 
-def leaves(before: Dict[str, Any], after: Dict[str, Any], prefix: Sequence[str] = ()) -> List[Tuple[List[str], bool,
-                                                                                                     Any, bool, Any]]:
+Leaf = Tuple[List[str], bool, Any, bool, Any]
+
+
+def leaves(before: Dict[str, Any], after: Dict[str, Any], prefix: Sequence[str] = ()) -> List[Leaf]:
     """(keys, present_before, before, present_after, after) of every leaf that differs."""
     out: List[Tuple[List[str], bool, Any, bool, Any]] = []
     for key in list(before) + [k for k in after if k not in before]:

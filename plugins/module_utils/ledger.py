@@ -455,8 +455,8 @@ class Ledger:
                 raise StormError(
                     "the undo ledger %s/%s would grow to %d bytes, over the %d it may hold (the API server refuses a "
                     "ConfigMap over %d): nothing was written. Roll back this incident's entries (or start a new "
-                    "incident_id) before mitigating further" % (self.namespace, self.name, size, limit,
-                                                               CONFIGMAP_LIMIT), ledger_bytes=size)
+                    "incident_id) before mitigating further"
+                    % (self.namespace, self.name, size, limit, CONFIGMAP_LIMIT), ledger_bytes=size)
             try:
                 if cm is None:
                     self.kube.request("POST", path_for("v1", "configmaps", self.namespace), body=self._new(data))

@@ -96,8 +96,8 @@ def refusal(entry: Dict[str, Any]) -> Optional[str]:
             return "a Redis entry can only be a CONFIG SET (action patch)"
         bad = [".".join(p) for p in paths if len(p) != 1 or p[0] not in REDIS_DIRECTIVES]
         if bad:
-            return "Redis directive(s) %s are not in the CONFIG allow-list %s" % (", ".join(bad),
-                                                                                 ", ".join(REDIS_DIRECTIVES))
+            return "Redis directive(s) %s are not in the CONFIG allow-list %s" % (
+                ", ".join(bad), ", ".join(REDIS_DIRECTIVES))
         return None
     if target.get("type") != "k8s":
         return "target type %r is neither k8s nor redis" % target.get("type")
@@ -141,7 +141,7 @@ def check_restorable(entry: Dict[str, Any], guards: Optional[Guards]) -> None:
     try:
         guards.check_namespace(str(target.get("namespace") or ""))
         for workload in workloads(target):
-            namespace, _, name = workload.partition("/")
+            namespace, _slash, name = workload.partition("/")
             guards.check_workload(namespace, name)
     except StormError as exc:
         raise StormError("ledger entry %s (%s) refused: %s" % (entry.get("id"), describe(target), exc.message),

@@ -206,8 +206,8 @@ class RuntimeConfig:
             limit = container_memory_limit(self.ledger.kube, capacity["workload"])
         else:
             limit = None
-        facts = {key: int(memory.get(key) or 0) for key in ("used_memory", "used_memory_rss", "total_system_memory",
-                                                              "mem_clients_normal")}
+        keys = ("used_memory", "used_memory_rss", "total_system_memory", "mem_clients_normal")
+        facts = {key: int(memory.get(key) or 0) for key in keys}
         return dict(facts, maxclients=int(live["maxclients"] or 0), connected=int(clients.get("connected_clients", 0)),
                     maxmemory=int(live["maxmemory"] or 0), maxmemory_clients=live["maxmemory-clients"],
                     memory_limit=limit)

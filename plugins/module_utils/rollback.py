@@ -127,8 +127,8 @@ def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, redis: Red
     if adds_clients(entry):
         if not redis.given:
             warnings.append("%s: %s adds Redis clients and was restored without checking Redis' headroom: give the "
-                            "redis connection options to restore it in checked steps" % (entry["id"],
-                                                                                        target_label(target)))
+                            "redis connection options to restore it in checked steps"
+                            % (entry["id"], target_label(target)))
         else:
             reason = gates.no_headroom()
             if reason is None and entry.get("module") == "workload_scale":

@@ -265,8 +265,10 @@ def main() -> None:
         client, options = open_redis(params)
         config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
                                rung=params["rung"], allow_below_connected=params["allow_maxclients_below_connected"])
-        result = config.restore() if params["state"] == "restored" else config.apply(params["settings"],
-                                                                                    params["capacity"])
+        if params["state"] == "restored":
+            result = config.restore()
+        else:
+            result = config.apply(params["settings"], params["capacity"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     finally:

@@ -147,7 +147,7 @@ def alert_events(payload: dict[str, Any], settings: dict[str, Any]) -> list[dict
 
 
 def authorized(request: web.Request, token: str) -> bool:
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    scheme, _space, given = request.headers.get("Authorization", "").partition(" ")
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
