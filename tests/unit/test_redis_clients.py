@@ -5,6 +5,7 @@ import ssl
 
 import pytest
 import redis
+from ansible_collections.fintech.redis_storm.plugins.module_utils import client_churn as churn
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_clients as rc
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import classify
@@ -263,3 +264,60 @@ def test_classify_operator_mistakes_raise_a_clear_error(exc, options, text):
         classify(exc, options)
     assert text in raised.value.message
     assert "pw" not in raised.value.message.replace("password", "")
+
+
+# ------------------------------------------------------------------ connections opened across the window
+
+def clients(*specs):
+    """(id, ip, age) triples as CLIENT LIST clients."""
+    return [{"id": str(i), "addr": "%s:%d" % (ip, 40000 + i), "age": str(age), "flags": "N"} for i, ip, age in specs]
+
+
+OLD = clients((1, "10.0.0.1", 300), (2, "10.0.0.1", 300), (3, "10.0.0.2", 200))
+
+
+@pytest.mark.parametrize(("reads", "per_ip", "summary"), [
+    pytest.param([(0.0, OLD), (1.0, OLD)], {}, {"emptied": False, "opened": 0, "ids_given": 0, "reads": 2},
+                 id="nothing-new"),
+    pytest.param([(0.0, OLD), (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (9, "10.0.0.3", 0)))],
+                 {"10.0.0.2": (1, 3.0), "10.0.0.3": (1, 3.0)},
+                 {"emptied": False, "opened": 2, "ids_given": 6, "window_seconds": 1.0, "opened_per_sec": 6.0},
+                 id="ids-newer-than-the-first-read-and-those-between-reads"),
+    pytest.param([(0.0, clients((50, "10.0.0.1", 2))), (1.0, clients((50, "10.0.0.1", 3), (51, "10.0.0.2", 0)))],
+                 {"10.0.0.1": (1, 0.33), "10.0.0.2": (1, 0.33)},
+                 {"emptied": True, "opened": 2, "ids_given": 2, "window_seconds": 3.0},
+                 id="just-emptied-counts-the-whole-wave-from-its-oldest-client"),
+])
+def test_churn_counts_the_connections_opened_per_address(reads, per_ip, summary):
+    found, window = churn.churn(reads, rc.source_ip)
+    assert found == per_ip
+    assert window == {**window, **summary}
+
+
+def test_churn_needs_two_reads():
+    found, window = churn.churn([(0.0, OLD)], rc.source_ip)
+    assert found == {} and window["opened"] is None and window["opened_per_sec"] is None
+
+
+@pytest.mark.parametrize(("ages", "emptied"), [((0, 3, 9), True), ((0, 3, 10), False), ((), True)])
+def test_just_emptied_means_every_client_is_young(ages, emptied):
+    assert churn.just_emptied(clients(*((i, "10.0.0.1", age) for i, age in enumerate(ages)))) is emptied
+
+
+@pytest.mark.parametrize(("reads", "settled"), [
+    ([(0, clients((1, "a", 0))), (1, clients((1, "a", 1), (2, "a", 0)))], False),
+    ([(0, clients((1, "a", 0))), (1, clients((1, "a", 1), (2, "a", 0))), (2, clients((1, "a", 2), (3, "a", 0)))],
+     False),
+    ([(0, clients(*((i, "a", 0) for i in range(40)))), (1, clients(*((i, "a", 1) for i in range(40)))),
+      (2, clients(*((i, "a", 2) for i in range(41))))], True),
+])
+def test_the_wave_settles_when_a_read_finds_almost_nothing_new(reads, settled):
+    assert churn.wave_settled(reads) is settled
+
+
+def test_top_sources_keeps_the_churning_address_beyond_top():
+    listed = make("10.0.0.1", 50, 1) + make("10.0.0.2", 30, 100) + make("10.0.0.3", 2, 200)
+    sources = rc.top_sources(listed, top=2, opened={"10.0.0.3": (2, 80.0)})
+    assert [(s["ip"], s["opened"], s["opened_per_sec"]) for s in sources] == [
+        ("10.0.0.1", 0, 0.0), ("10.0.0.2", 0, 0.0), ("10.0.0.3", 2, 80.0)]
+    assert rc.top_sources(listed, top=2)[0]["opened"] is None
