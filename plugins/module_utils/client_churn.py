@@ -4,14 +4,19 @@
 """Connections opened per source address, from CLIENT LIST reads a sampling window apart.
 
 Redis gives every new connection the next client id, so a client whose id is above the highest id of
-the window's first read was opened inside the window. When Redis was just emptied (a network blip,
-a CLIENT KILL, a restart) every client is young: the whole reconnect wave is then the measure, from
-its first client on.
+the window's first read was opened inside the window; a client of the first read whose ``age`` is 0
+was opened in the second before it. Those clients are a sample of the connections each address
+opens; INFO's count of accepted connections over the same window scales the sample to a rate (a
+pool that reconnects every few milliseconds shows only its live clients at any read).
+
+When Redis was just emptied (a network blip, a CLIENT KILL, a restart) every client is young and
+every pool reconnects at once: that wave says nothing about who storms. The reads go on until the
+wave settles, and the window is the last two reads, after it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 # Every application client younger than this: Redis was just emptied and the clients are its reconnect wave.
 EMPTIED_AGE_SECONDS = 10
@@ -34,63 +39,48 @@ def just_emptied(clients: Sequence[Dict[str, str]]) -> bool:
     return all(_int(c, "age") < EMPTIED_AGE_SECONDS for c in clients)
 
 
-def _opened_ids(reads: Sequence[Read], emptied: bool) -> Dict[int, str]:
-    """id -> address of every client opened in the window, over all reads after the first (all reads when emptied)."""
-    first = reads[0][1]
-    floor = -1 if emptied or not first else max(_int(c, "id") for c in first)
-    opened: Dict[int, str] = {}
-    for _, clients in (reads if emptied else reads[1:]):
-        for client in clients:
-            client_id = _int(client, "id")
-            if client_id > floor:
-                opened[client_id] = client.get("addr", "")
+def _opened_ids(first: Sequence[Dict[str, str]], later: Sequence[Dict[str, str]]) -> Dict[int, str]:
+    """id -> address of every client opened in the window: newer than the first read, or just opened at it."""
+    floor = max((_int(c, "id") for c in first), default=-1)
+    opened = {_int(c, "id"): c.get("addr", "") for c in first if _int(c, "age") == 0}
+    opened.update({_int(c, "id"): c.get("addr", "") for c in later if _int(c, "id") > floor})
     return opened
-
-
-def window_seconds(reads: Sequence[Read], emptied: bool) -> float:
-    """From the first read to the last; when emptied, from the wave's oldest client."""
-    span = reads[-1][0] - reads[0][0]
-    if emptied and reads[0][1]:
-        span += max(_int(c, "age") for c in reads[0][1])
-    return span
 
 
 def wave_settled(reads: Sequence[Read]) -> bool:
     """The last read found (almost) no client the earlier reads had not seen."""
-    if len(reads) < 3:
+    if len(reads) < 2:
         return False
     before = {_int(c, "id") for _, clients in reads[:-1] for c in clients}
     new = [c for c in reads[-1][1] if _int(c, "id") not in before]
     return bool(before) and len(new) <= WAVE_SETTLED_SHARE * len(before)
 
 
-def churn(reads: Sequence[Read], source_ip: Any) -> Tuple[Dict[str, Tuple[int, float]], Dict[str, Any]]:
+def churn(reads: Sequence[Read], source_ip: Any,
+          received: Sequence[int] = ()) -> Tuple[Dict[str, Tuple[int, float]], Dict[str, Any]]:
     """Per source IP: connections opened in the window that a read saw, and connections opened per second.
 
-    A connection opened and closed between two reads takes an id no read shows: Redis gave out
-    ``ids_given`` ids in the window, so each address's rate is its seen share of those ids (a pool
-    that reconnects every few milliseconds shows only its live clients, yet every one of them is new).
-    ``source_ip`` maps a CLIENT LIST ``addr`` to its IP. The summary says how long the window was,
-    how many reads it took and whether Redis was just emptied.
+    The window is the last two reads. ``source_ip`` maps a CLIENT LIST ``addr`` to its IP; ``received``
+    is INFO's ``total_connections_received`` at each read. The summary says how long the window was,
+    how many reads it took, whether Redis was just emptied and its reconnect wave settled before the
+    window, and the rate the addresses share.
     """
+    emptied = bool(reads) and just_emptied(reads[0][1])
     if len(reads) < 2:
-        return {}, {"window_seconds": 0.0, "reads": len(reads), "emptied": False, "opened": None,
-                    "opened_per_sec": None, "ids_given": None}
-    emptied = just_emptied(reads[0][1])
-    opened = _opened_ids(reads, emptied)
+        return {}, {"window_seconds": 0.0, "reads": len(reads), "emptied": False, "wave_settled": None,
+                    "waited_seconds": 0.0, "opened": None, "opened_per_sec": None}
+    (start, first), (end, last) = reads[-2], reads[-1]
+    opened = _opened_ids(first, last)
     seen: Dict[str, int] = {}
     for addr in opened.values():
         ip = source_ip(addr)
         seen[ip] = seen.get(ip, 0) + 1
-    seconds = window_seconds(reads, emptied)
-    ids = [_int(c, "id") for _, clients in reads for c in clients]
-    first_ids = [_int(c, "id") for c in reads[0][1]]
-    low: Optional[int] = (min(ids) - 1 if ids else None) if emptied else (max(first_ids) if first_ids else None)
-    given = max(ids) - low if ids and low is not None else None
-    total = max(given or 0, len(opened))
-    scale = total / len(opened) if opened else 0.0
-    per_ip = {ip: (count, round(count * scale / seconds, 2) if seconds > 0 else 0.0) for ip, count in seen.items()}
+    seconds = end - start
+    accepted = (received[-1] - received[-2]) / seconds if len(received) == len(reads) and seconds > 0 else 0.0
+    rate = max(accepted, len(opened) / seconds if seconds > 0 else 0.0)
+    per_ip = {ip: (count, round(rate * count / len(opened), 2)) for ip, count in seen.items()}
     return per_ip, {
-        "window_seconds": round(seconds, 3), "reads": len(reads), "emptied": emptied, "opened": len(opened),
-        "opened_per_sec": round(total / seconds, 2) if seconds > 0 else None, "ids_given": given,
+        "window_seconds": round(seconds, 3), "reads": len(reads), "emptied": emptied,
+        "wave_settled": wave_settled(reads[:-1]) if emptied else None,
+        "waited_seconds": round(start - reads[0][0], 3), "opened": len(opened), "opened_per_sec": round(rate, 2),
     }

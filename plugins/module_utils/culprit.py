@@ -51,14 +51,13 @@ def storm_shape(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, A
     """The shape and the sentences that show it."""
     sums = totals(offenders)
     held, opened, burst = sums["held"], sums["churn"], sums["burst"]
-    emptied = bool((churn or {}).get("emptied"))
     evidence = []
-    # a just emptied Redis holds only its reconnect wave: who reconnects fastest is the measure
-    reconnecting = emptied or (opened >= limits["reconnect_per_sec"]
-                               and opened >= limits["reconnect_turnover"] * max(held, 1.0))
+    if (churn or {}).get("emptied"):
+        evidence.append("Redis was just emptied; the window was read after its reconnect wave (%s s of reads)" % (
+            (churn or {}).get("waited_seconds")))
+    reconnecting = opened >= limits["reconnect_per_sec"] and opened >= limits["reconnect_turnover"] * max(held, 1.0)
     if reconnecting:
-        evidence.append("%s connections opened per second against %s held%s" % (
-            _fmt(opened), _fmt(held), ": Redis was just emptied and this is its reconnect wave" if emptied else ""))
+        evidence.append("%s connections opened per second against %s held" % (_fmt(opened), _fmt(held)))
     bursting = burst > 0 and burst >= limits["burst_share"] * max(held, 1.0)
     if bursting:
         evidence.append("%s of the %s connections held come from pods an autoscaler started in the burst window" % (
@@ -109,7 +108,8 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
     shares = [o["measure_share"] for o in ranked]
     leading = shares[0] if shares else 0.0
     margin = leading - (shares[1] if len(shares) > 1 else 0.0)
-    named = [o for o in ranked if o["measure_share"] >= limits["culprit_share"]][:3] or ranked[:1]
+    named = [o for o in ranked if o["measure_share"] >= limits["culprit_share"]
+             or _reconnecting_alone(o, shape, limits)][:3] or ranked[:1]
     uncertain = _uncertain(shape, churn, sums, limits, ranked)
     record = {
         "shape": shape,
@@ -127,16 +127,26 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
     return ranked, record
 
 
+def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, float]) -> bool:
+    """The workload's own reconnects are a storm, whatever its share (two reads sample short-lived connections
+    thinly)."""
+    if "churn" not in SHAPE_MEASURES[shape]:
+        return False
+    opened = _value(offender, "churn")
+    return opened >= limits["reconnect_per_sec"] and opened >= limits["reconnect_turnover"] * max(
+        float(offender.get("connections") or 0), 1.0)
+
+
 def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, float], limits: Dict[str, float],
                ranked: Sequence[Dict[str, Any]]) -> Optional[str]:
     """Why no culprit can be named from Redis' numbers, or None when one can."""
     if not ranked:
         return "no workload holds or opens Redis connections"
     window = churn or {}
-    if window.get("emptied") and int(window.get("opened") or 0) < limits["wave_min_connections"]:
-        return ("Redis was just emptied and only %s connections came back within the wait (%s s of reads): too few "
-                "to tell who storms; triage again in a few seconds" % (
-                    int(window.get("opened") or 0), window.get("window_seconds")))
+    if window.get("emptied") and not window.get("wave_settled"):
+        return ("Redis was just emptied (a blip, a CLIENT KILL or a restart) and its reconnect wave had not settled "
+                "after %s s of reads: every pool is refilling at once, so no measure tells who storms yet; triage "
+                "again in a few seconds" % window.get("waited_seconds"))
     if not any(sums[m] for m in SHAPE_MEASURES[shape]):
         return "no workload shows %s" % " or ".join(MEASURES[m][1] for m in SHAPE_MEASURES[shape])
     return None

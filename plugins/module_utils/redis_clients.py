@@ -311,25 +311,40 @@ def unreachable_result(conn: Connection) -> Dict[str, Any]:
 
 
 def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float,
-                wave_wait_seconds: float) -> Tuple[int, List[client_churn.Read]]:
-    """CLIENT LIST now and again ``sample_seconds`` later; when Redis was just emptied, once more every
-    ``sample_seconds`` until the reconnect wave settles or ``wave_wait_seconds`` have passed."""
-    started = time.monotonic()
-    own_id, listed = read_client_list(conn, options)
-    reads = [(started, application_clients(listed, own_id))]
-    if sample_seconds <= 0:
-        return own_id, reads
-    deadline = started + sample_seconds + wave_wait_seconds
-    while True:
+                wave_wait_seconds: float) -> Tuple[List[client_churn.Read], List[int]]:
+    """CLIENT LIST reads ``sample_seconds`` apart, each with INFO's count of accepted connections.
+
+    Two reads make the window. When Redis was just emptied, the reads go on every ``sample_seconds``
+    until the reconnect wave settles (or ``wave_wait_seconds`` have passed), and the window is the
+    last two reads, after the wave: pools refilled, what still reconnects is the storm.
+    """
+    client = conn.client
+    assert client is not None
+    reads: List[client_churn.Read] = []
+    received: List[int] = []
+
+    def read() -> None:
+        at = time.monotonic()
+        own_id, listed = read_client_list(conn, options)
+        stats = _command(options, "INFO stats", functools.partial(client.info, "stats"))
+        reads.append((at, application_clients(listed, own_id)))
+        received.append(int(stats.get("total_connections_received", 0)))
+
+    def read_later() -> None:
         pause = reads[-1][0] + sample_seconds - time.monotonic()
         if pause > 0:
             time.sleep(pause)
-        at = time.monotonic()
-        _, listed = read_client_list(conn, options)
-        reads.append((at, application_clients(listed, own_id)))
-        if not client_churn.just_emptied(reads[0][1]) or client_churn.wave_settled(reads) \
-                or time.monotonic() + sample_seconds > deadline:
-            return own_id, reads
+        read()
+
+    read()
+    if sample_seconds <= 0:
+        return reads, received
+    if client_churn.just_emptied(reads[0][1]):
+        deadline = reads[0][0] + wave_wait_seconds
+        while not client_churn.wave_settled(reads) and reads[-1][0] + sample_seconds <= deadline:
+            read_later()
+    read_later()
+    return reads, received
 
 
 def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_samples: int = 20, top: int = 10,
@@ -352,7 +367,7 @@ def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_sample
         first_at = time.monotonic()
         # the window's CLIENT LIST reads end next to the second INFO sample, so top_sources and
         # clients.connected describe the same moment
-        _, reads = read_window(conn, options, sample_seconds, wave_wait_seconds)
+        reads, received = read_window(conn, options, sample_seconds, wave_wait_seconds)
         second = _info(conn, options) if sample_seconds > 0 else first
         elapsed = time.monotonic() - first_at if sample_seconds > 0 else 0.0
         maxclients = _maxclients(conn, options, second)
@@ -361,7 +376,7 @@ def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_sample
     clients = clients_view(second, maxclients)
     measured = rates(first, second, elapsed)
     judged = verdict({"utilization": clients["utilization"], **measured}, thresholds)
-    opened, window = client_churn.churn(reads, source_ip)
+    opened, window = client_churn.churn(reads, source_ip, received)
     return {
         "reachable": True, "saturated": False, "error": None,
         "clients": clients, "stats": stats_view(second), "rates": measured, "latency_ms": latency,

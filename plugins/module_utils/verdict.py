@@ -59,8 +59,6 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "burst_share": 0.5,
     # Share (0..1) of the ranking measure from which a workload is named a culprit (two storming at once: both).
     "culprit_share": 0.25,
-    # After Redis was just emptied, fewer reconnects than this in the wait leave the culprit uncertain.
-    "wave_min_connections": 20.0,
     # Log lines (over the lines read) that count as a signal.
     "retry_log_lines": 5.0,
     "timeout_log_lines": 5.0,

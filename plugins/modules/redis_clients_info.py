@@ -14,8 +14,9 @@ description:
     by source IP. Client ids grow with every new connection, so the two reads give the connections each source
     opened in the window (RV(top_sources[].opened)) as well as those it holds.
   - When every client is younger than 10 seconds (Redis was just emptied by a network blip, a C(CLIENT KILL) or a
-    restart), C(CLIENT LIST) is read again every O(sample_seconds) until the reconnect wave settles, at most
-    O(wave_wait_seconds) longer, and the whole wave counts as opened (RV(churn.emptied=true)).
+    restart), every pool reconnects at once and that wave says nothing about who storms: C(CLIENT LIST) is read
+    again every O(sample_seconds) until the wave settles, at most O(wave_wait_seconds) longer, and the window is
+    the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
   - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
     C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a
@@ -281,8 +282,8 @@ top_sources:
       sample: 300
     opened:
       description:
-        - Connections from this address opened in the sampling window (client ids newer than the window's first
-          read); null when O(sample_seconds=0).
+        - Connections from this address opened in the sampling window that a read saw (client ids newer than the
+          window's first read, or C(age) 0 at it); null when O(sample_seconds=0).
       type: int
       returned: always
       sample: 35
@@ -295,10 +296,11 @@ churn:
   description: The sampling window the C(CLIENT LIST) reads span; null when unreachable.
   returned: always
   type: dict
-  sample: {window_seconds: 0.26, reads: 2, emptied: false, opened: 37, opened_per_sec: 142.3, ids_given: 40}
+  sample: {window_seconds: 0.26, reads: 2, emptied: false, wave_settled: null, waited_seconds: 0.0, opened: 37,
+           opened_per_sec: 142.3}
   contains:
     window_seconds:
-      description: From the first read to the last; when emptied, from the reconnect wave's oldest client.
+      description: From the window's first read to its last (the last two reads).
       type: float
       returned: when reachable
       sample: 0.26
@@ -312,21 +314,32 @@ churn:
       type: bool
       returned: when reachable
       sample: false
+    wave_settled:
+      description:
+        - When emptied, whether the reconnect wave settled (a read found almost no new client) before the window;
+          null otherwise.
+      type: bool
+      returned: when reachable
+      sample: null
+    waited_seconds:
+      description: Seconds of reads before the window (waiting for the reconnect wave); 0 when not emptied.
+      type: float
+      returned: when reachable
+      sample: 0.0
     opened:
-      description: Connections opened in the window that a read saw, over all addresses.
+      description:
+        - Connections opened in the window that a read saw (ids newer than the first read, or C(age) 0 at it),
+          over all addresses.
       type: int
       returned: when reachable
       sample: 37
     opened_per_sec:
-      description: RV(churn.opened) per second of the window.
+      description:
+        - Connections Redis accepted per second in the window (C(INFO stats)), or RV(churn.opened) over the
+          window when more; each address' RV(top_sources[].opened_per_sec) is its share of this rate.
       type: float
       returned: when reachable
       sample: 142.3
-    ids_given:
-      description: Client ids Redis gave out in the window, connections opened and closed between two reads included.
-      type: int
-      returned: when reachable
-      sample: 40
 verdict:
   description: Whether Redis shows a connection storm, how bad, and why.
   returned: always

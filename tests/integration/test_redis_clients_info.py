@@ -208,32 +208,33 @@ def test_small_churning_pool_opens_the_most_beside_a_large_idle_pool(redis_facto
     by_ip = {s["ip"]: s for s in result["top_sources"]}
     idle_pool, churning = by_ip["127.0.50.1"], by_ip["127.0.50.2"]
     assert idle_pool["connections"] == 120 and idle_pool["opened"] == 0 and idle_pool["opened_per_sec"] == 0
-    # a read sees only the live ones, and each of them is new; Redis' ids count those between the reads
-    assert 1 <= churning["opened"] == churning["connections"] <= 4
+    # a read sees only the live ones (just opened at the first read, newer ids at the second); INFO counts the rest
+    assert churning["connections"] <= churning["opened"] <= 8
     # 4 connections living 50 ms each: dozens opened in one second, whatever the machine's load
     assert churning["opened_per_sec"] >= 10, churning
     window = result["churn"]
     assert window["emptied"] is False and window["reads"] == 2
     assert 1.0 <= window["window_seconds"] < 5
-    assert window["opened"] >= churning["opened"] and window["ids_given"] >= window["opened"]
+    assert window["opened"] >= churning["opened"] and window["opened_per_sec"] >= churning["opened_per_sec"]
     assert idle_pool["age_max"] >= idle_pool["age_min"] >= 0
 
 
-def test_just_emptied_redis_waits_for_the_reconnect_wave_and_counts_it(redis_factory):
+def test_just_emptied_redis_waits_for_the_reconnect_wave_then_reads_who_still_reconnects(redis_factory):
     server = redis_factory(maxclients=1000)
     admin = server.client()
-    with storm(server, [("127.0.51.1", 60)], name="eager", reconnect=True, reconnect_delay=0.5) as eager, \
-            storm(server, [("127.0.51.2", 15)], name="calm", reconnect=True, reconnect_delay=0.5) as calm:
-        eager.wait_connected(60)
-        calm.wait_connected(15)
+    with storm(server, [("127.0.51.1", 150)], name="idle-pool", reconnect=True, reconnect_delay=0.5) as idle, \
+            storm(server, [("127.0.51.2", 4)], name="churner", reconnect=True, lifetime=0.05) as churner:
+        idle.wait_connected(150)
+        churner.wait_until(lambda s: s.accepted > 40, what="the churner to reconnect")
         admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # the blip
-        result = collect(server.module_args(sample_seconds=0.5, latency_samples=1, wave_wait_seconds=8))
+        result = collect(server.module_args(sample_seconds=0.5, latency_samples=1, wave_wait_seconds=10))
     window = result["churn"]
-    assert window["emptied"] is True, window
-    assert window["reads"] > 2, window  # it waited past the first window for the wave
+    assert (window["emptied"], window["wave_settled"]) == (True, True), window
+    assert window["reads"] > 2 and window["waited_seconds"] > 0, window  # it waited past the first window
     by_ip = {s["ip"]: s for s in result["top_sources"]}
-    assert by_ip["127.0.51.1"]["opened"] == 60 and by_ip["127.0.51.2"]["opened"] == 15, result["top_sources"]
-    assert window["opened"] >= 75
+    # the idle pool came back whole in the wave and then held still; the churner kept reconnecting
+    assert (by_ip["127.0.51.1"]["connections"], by_ip["127.0.51.1"]["opened"]) == (150, 0), by_ip["127.0.51.1"]
+    assert by_ip["127.0.51.2"]["opened"] >= 1 and by_ip["127.0.51.2"]["opened_per_sec"] >= 10, by_ip["127.0.51.2"]
 
 
 def test_a_settled_redis_is_read_twice_only(redis_factory):

@@ -24,7 +24,7 @@ def wl(name: str, held: int, opened_per_sec: float | None = 0.0, young: int = 0,
             "hpa": hpa, "cpu_millicores": 10.0, "log_signatures": signatures or {}, "logs_read": []}
 
 
-def views(*workloads: dict[str, Any], emptied: bool = False, opened: int = 400,
+def views(*workloads: dict[str, Any], emptied: bool = False, settled: bool = True, opened: int = 400,
           peaks: dict[str, float] | None = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     total = sum(w["connections"] for w in workloads)
     for w in workloads:
@@ -34,8 +34,9 @@ def views(*workloads: dict[str, Any], emptied: bool = False, opened: int = 400,
              "rates": {"new_connections_per_sec": sum(w["opened_per_sec"] or 0.0 for w in workloads),
                        "rejected_per_sec": 20.0},
              "latency_ms": {"p50": 0.2, "p99": 1.0, "max": 1.0}, "top_sources": [],
-             "churn": {"window_seconds": 4.0, "reads": 2, "emptied": emptied, "opened": opened,
-                       "opened_per_sec": opened / 4.0, "ids_given": opened}}
+             "churn": {"window_seconds": 4.0, "reads": 5 if emptied else 2, "emptied": emptied,
+                       "wave_settled": settled if emptied else None, "waited_seconds": 3.0 if emptied else 0.0,
+                       "opened": opened, "opened_per_sec": opened / 4.0}}
     series = [{"metric": {"namespace": "ns", "service": name}, "time": 0, "value": value}
               for name, value in (peaks or {}).items()]
     prometheus = {"answers": {"client_connections_peak": {"series": series}}} if peaks else {"answers": {}}
@@ -56,8 +57,8 @@ CASES = [
         [wl("wallet", 800, 1.0), wl("payments", 100, 0.5), wl("trading", 90, 0.0)], False,
         c.POOL_EXHAUSTION, ["wallet"], "redis_held", id="pool-exhaustion-ranks-the-holder"),
     pytest.param(
-        [wl("trading", 75, 18.0), wl("payments", 360, 90.0), wl("worker", 24, 6.0)], True,
-        c.RECONNECT_STORM, ["payments"], "redis_churn", id="just-emptied-ranks-the-reconnect-wave"),
+        [wl("trading", 75, 1.0), wl("payments", 360, 90.0), wl("worker", 400, 0.0)], True,
+        c.RECONNECT_STORM, ["payments"], "redis_churn", id="after-the-wave-settles-what-still-reconnects"),
     pytest.param(
         [wl("trading", 600, 0.5), wl("wallet", 20, 150.0), wl("payments", 40, 2.0)], False,
         c.RECONNECT_STORM, ["wallet"], "redis_churn", id="small-pool-high-churn-beats-a-large-idle-pool"),
@@ -70,6 +71,9 @@ CASES = [
     pytest.param(
         [wl("payments", 60, 130.0), wl("wallet", 40, 70.0), wl("trading", 500, 2.0)], False,
         c.RECONNECT_STORM, ["payments", "wallet"], "redis_churn", id="two-storming-at-once-named-in-order"),
+    pytest.param(
+        [wl("payments", 60, 250.0), wl("wallet", 40, 40.0), wl("trading", 500, 2.0), wl("worker", 20, 5.0)], False,
+        c.RECONNECT_STORM, ["payments", "wallet"], "redis_churn", id="a-second-storm-below-the-share-is-named-too"),
     pytest.param(
         [wl("wallet", 500, 0.0, young=480), wl("trading", 150, 0.0)], False,
         c.POOL_EXHAUSTION, ["wallet"], "redis_held", id="a-rollout-is-not-a-burst-without-an-autoscaler"),
@@ -113,9 +117,9 @@ def test_rungs_follow_the_shape(workloads: list[dict[str, Any]], emptied: bool, 
 
 
 def test_the_apps_peak_gauges_never_rank_while_redis_answers() -> None:
-    # Just after a blip: trading-api's wide idle pool peaked at 600 in its own gauge; Redis sees payments-api
-    # bring back most of the reconnect wave.
-    workloads = [wl("trading", 75, 18.0), wl("payments", 360, 90.0)]
+    # Just after a blip: trading-api's wide idle pool peaked at 600 in its own gauge; once the wave settled,
+    # Redis sees payments-api reconnect.
+    workloads = [wl("trading", 75, 1.0), wl("payments", 360, 90.0)]
     result = v.triage_verdict(*views(*workloads, emptied=True, peaks={"trading": 600.0, "payments": 200.0}))
     top = result["offenders"][0]
     assert (top["name"], top["connections_from"]) == ("payments", "redis_churn")
@@ -124,12 +128,14 @@ def test_the_apps_peak_gauges_never_rank_while_redis_answers() -> None:
     assert "apps' own pool gauge" not in " ".join(v.summary_lines(result))  # no now-gauge asked for: none shown
 
 
-def test_just_emptied_with_too_small_a_wave_says_the_culprit_is_uncertain() -> None:
-    workloads = [wl("trading", 6, 1.5), wl("payments", 5, 1.2)]
-    result = v.triage_verdict(*views(*workloads, emptied=True, opened=11))
+def test_just_emptied_with_the_wave_still_rising_says_the_culprit_is_uncertain() -> None:
+    # the wave's reconnects in the window look like churn, and the idle pool refilling looks like the storm
+    workloads = [wl("trading", 300, 250.0), wl("payments", 50, 40.0)]
+    result = v.triage_verdict(*views(*workloads, emptied=True, settled=False))
     record = result["culprit"]
     assert record["certain"] is False and record["workloads"] == []
-    assert "Redis was just emptied and only 11 connections came back" in record["why"]
+    assert "Redis was just emptied (a blip, a CLIENT KILL or a restart) and its reconnect wave had not settled after " \
+           "3.0 s of reads" in record["why"]
     assert "culprit uncertain: Redis was just emptied" in result["summary"]
     assert "top offender" not in result["summary"]
     acting = {"client_retries", "circuit_breaker", "offender_scale_down", "hpa_pause", "ingress_rate_limit"}

@@ -276,27 +276,40 @@ def clients(*specs):
 OLD = clients((1, "10.0.0.1", 300), (2, "10.0.0.1", 300), (3, "10.0.0.2", 200))
 
 
-@pytest.mark.parametrize(("reads", "per_ip", "summary"), [
-    pytest.param([(0.0, OLD), (1.0, OLD)], {}, {"emptied": False, "opened": 0, "ids_given": 0, "reads": 2},
+@pytest.mark.parametrize(("reads", "received", "per_ip", "summary"), [
+    pytest.param([(0.0, OLD), (1.0, OLD)], (100, 100), {},
+                 {"emptied": False, "opened": 0, "opened_per_sec": 0.0, "reads": 2, "wave_settled": None},
                  id="nothing-new"),
-    pytest.param([(0.0, OLD), (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (9, "10.0.0.3", 0)))],
+    pytest.param([(0.0, OLD), (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (9, "10.0.0.3", 0)))], (100, 106),
                  {"10.0.0.2": (1, 3.0), "10.0.0.3": (1, 3.0)},
-                 {"emptied": False, "opened": 2, "ids_given": 6, "window_seconds": 1.0, "opened_per_sec": 6.0},
-                 id="ids-newer-than-the-first-read-and-those-between-reads"),
-    pytest.param([(0.0, clients((50, "10.0.0.1", 2))), (1.0, clients((50, "10.0.0.1", 3), (51, "10.0.0.2", 0)))],
-                 {"10.0.0.1": (1, 0.33), "10.0.0.2": (1, 0.33)},
-                 {"emptied": True, "opened": 2, "ids_given": 2, "window_seconds": 3.0},
-                 id="just-emptied-counts-the-whole-wave-from-its-oldest-client"),
+                 {"emptied": False, "opened": 2, "window_seconds": 1.0, "opened_per_sec": 6.0},
+                 id="ids-newer-than-the-first-read-share-what-info-accepted"),
+    pytest.param([(0.0, OLD + clients((5, "10.0.0.3", 0))), (0.5, OLD)], (100, 120), {"10.0.0.3": (1, 40.0)},
+                 {"emptied": False, "opened": 1, "opened_per_sec": 40.0, "window_seconds": 0.5},
+                 id="just-opened-at-the-first-read-though-gone-at-the-second"),
+    pytest.param([(0.0, OLD), (1.0, OLD + clients((4, "10.0.0.2", 0), (5, "10.0.0.2", 0)))], (), {"10.0.0.2": (2, 2.0)},
+                 {"opened_per_sec": 2.0}, id="without-info-the-sample-is-the-rate"),
 ])
-def test_churn_counts_the_connections_opened_per_address(reads, per_ip, summary):
-    found, window = churn.churn(reads, rc.source_ip)
+def test_churn_counts_the_connections_opened_per_address(reads, received, per_ip, summary):
+    found, window = churn.churn(reads, rc.source_ip, received)
     assert found == per_ip
     assert window == {**window, **summary}
 
 
-def test_churn_needs_two_reads():
-    found, window = churn.churn([(0.0, OLD)], rc.source_ip)
-    assert found == {} and window["opened"] is None and window["opened_per_sec"] is None
+WAVE = [(0.0, clients(*((i, "10.0.0.1", 0) for i in range(1, 11)))),
+        (0.5, clients(*((i, "10.0.0.1", 0) for i in range(1, 101)))),  # the idle pool refills
+        (1.0, clients(*((i, "10.0.0.1", 1) for i in range(1, 101)), (101, "10.0.0.2", 0))),  # settled
+        (1.5, clients(*((i, "10.0.0.1", 1) for i in range(1, 101)), (102, "10.0.0.2", 0)))]
+
+
+def test_after_a_blip_the_window_is_read_after_the_reconnect_wave():
+    found, window = churn.churn(WAVE, rc.source_ip, (0, 90, 101, 102))
+    # the wave's 100 reconnects of the idle pool are not churn; the address still reconnecting is
+    assert found == {"10.0.0.2": (2, 4.0)}
+    assert window == {"window_seconds": 0.5, "reads": 4, "emptied": True, "wave_settled": True, "waited_seconds": 1.0,
+                      "opened": 2, "opened_per_sec": 4.0}
+    _, unsettled = churn.churn(WAVE[:2], rc.source_ip)
+    assert (unsettled["emptied"], unsettled["wave_settled"]) == (True, False)
 
 
 @pytest.mark.parametrize(("ages", "emptied"), [((0, 3, 9), True), ((0, 3, 10), False), ((), True)])
