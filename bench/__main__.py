@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-BENCHMARKS = ["redis_clients", "kubeapi", "sandbox", "fleet", "triage", "incident", "stormctl"]
+BENCHMARKS = ["redis_clients", "kubeapi", "sandbox", "fleet", "triage", "culprit", "incident", "stormctl"]
 
 
 def main(names: list[str]) -> int:

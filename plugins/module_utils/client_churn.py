@@ -9,14 +9,14 @@ was opened in the second before it. Those clients are a sample of the connection
 opens; INFO's count of accepted connections over the same window scales the sample to a rate (a
 pool that reconnects every few milliseconds shows only its live clients at any read).
 
-When Redis was just emptied (a network blip, a CLIENT KILL, a restart) every client is young and
-every pool reconnects at once: that wave says nothing about who storms. The reads go on until the
-wave settles, and the window is the last two reads, after it.
+When Redis was just emptied (a network blip, a CLIENT KILL, a restart), before the window or in it,
+every client is young and every pool reconnects at once: that wave says nothing about who storms.
+The reads go on until the wave settles, and the window is the last two reads, after it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # Every application client younger than this: Redis was just emptied and the clients are its reconnect wave.
 EMPTIED_AGE_SECONDS = 10
@@ -39,12 +39,26 @@ def just_emptied(clients: Sequence[Dict[str, str]]) -> bool:
     return all(_int(c, "age") < EMPTIED_AGE_SECONDS for c in clients)
 
 
+def emptied_at(reads: Sequence[Read]) -> Optional[int]:
+    """The first read at which Redis had just been emptied, or None."""
+    return next((index for index, (_, clients) in enumerate(reads) if just_emptied(clients)), None)
+
+
 def _opened_ids(first: Sequence[Dict[str, str]], later: Sequence[Dict[str, str]]) -> Dict[int, str]:
     """id -> address of every client opened in the window: newer than the first read, or just opened at it."""
     floor = max((_int(c, "id") for c in first), default=-1)
     opened = {_int(c, "id"): c.get("addr", "") for c in first if _int(c, "age") == 0}
     opened.update({_int(c, "id"): c.get("addr", "") for c in later if _int(c, "id") > floor})
     return opened
+
+
+def _replaced(ip: str, opened: int, first: Sequence[Dict[str, str]], last: Sequence[Dict[str, str]],
+              source_ip: Any) -> int:
+    """Connections an address opened that did not grow its pool: they replaced others (a pool refilling or a
+    new pod filling its pool opens only what it then holds)."""
+    before = sum(1 for c in first if source_ip(c.get("addr", "")) == ip and _int(c, "age") > 0)
+    after = sum(1 for c in last if source_ip(c.get("addr", "")) == ip)
+    return max(opened - max(after - before, 0), 0)
 
 
 def wave_settled(reads: Sequence[Read]) -> bool:
@@ -58,14 +72,15 @@ def wave_settled(reads: Sequence[Read]) -> bool:
 
 def churn(reads: Sequence[Read], source_ip: Any,
           received: Sequence[int] = ()) -> Tuple[Dict[str, Tuple[int, float]], Dict[str, Any]]:
-    """Per source IP: connections opened in the window that a read saw, and connections opened per second.
+    """Per source IP: connections opened in the window that a read saw, and connections opened per second to
+    replace others (churn: what a pool opens only to grow itself is not counted in the rate).
 
     The window is the last two reads. ``source_ip`` maps a CLIENT LIST ``addr`` to its IP; ``received``
     is INFO's ``total_connections_received`` at each read. The summary says how long the window was,
     how many reads it took, whether Redis was just emptied and its reconnect wave settled before the
     window, and the rate the addresses share.
     """
-    emptied = bool(reads) and just_emptied(reads[0][1])
+    emptied = emptied_at(reads)
     if len(reads) < 2:
         return {}, {"window_seconds": 0.0, "reads": len(reads), "emptied": False, "wave_settled": None,
                     "waited_seconds": 0.0, "opened": None, "opened_per_sec": None}
@@ -75,12 +90,13 @@ def churn(reads: Sequence[Read], source_ip: Any,
     for addr in opened.values():
         ip = source_ip(addr)
         seen[ip] = seen.get(ip, 0) + 1
+    replaced = {ip: _replaced(ip, count, first, last, source_ip) for ip, count in seen.items()}
     seconds = end - start
     accepted = (received[-1] - received[-2]) / seconds if len(received) == len(reads) and seconds > 0 else 0.0
     rate = max(accepted, len(opened) / seconds if seconds > 0 else 0.0)
-    per_ip = {ip: (count, round(rate * count / len(opened), 2)) for ip, count in seen.items()}
+    per_ip = {ip: (count, round(rate * replaced[ip] / len(opened), 2)) for ip, count in seen.items()}
     return per_ip, {
-        "window_seconds": round(seconds, 3), "reads": len(reads), "emptied": emptied,
-        "wave_settled": wave_settled(reads[:-1]) if emptied else None,
+        "window_seconds": round(seconds, 3), "reads": len(reads), "emptied": emptied is not None,
+        "wave_settled": wave_settled(reads[emptied:-1]) if emptied is not None else None,
         "waited_seconds": round(start - reads[0][0], 3), "opened": len(opened), "opened_per_sec": round(rate, 2),
     }

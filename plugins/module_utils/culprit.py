@@ -47,8 +47,8 @@ def totals(offenders: Sequence[Dict[str, Any]]) -> Dict[str, float]:
 
 
 def storm_shape(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
-                limits: Dict[str, float]) -> Tuple[str, List[str]]:
-    """The shape and the sentences that show it."""
+                limits: Dict[str, float], utilization: Optional[float] = None) -> Tuple[str, List[str]]:
+    """The shape and the sentences that show it (``utilization``: Redis' connections against maxclients)."""
     sums = totals(offenders)
     held, opened, burst = sums["held"], sums["churn"], sums["burst"]
     evidence = []
@@ -58,7 +58,9 @@ def storm_shape(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, A
     reconnecting = opened >= limits["reconnect_per_sec"] and opened >= limits["reconnect_turnover"] * max(held, 1.0)
     if reconnecting:
         evidence.append("%s connections opened per second against %s held" % (_fmt(opened), _fmt(held)))
-    bursting = burst > 0 and burst >= limits["burst_share"] * max(held, 1.0)
+    # new pods are a burst when they bring most of the connections of a Redis they fill
+    bursting = burst > 0 and burst >= limits["burst_share"] * max(held, 1.0) and (
+        utilization is None or utilization >= limits["utilization_warning"])
     if bursting:
         evidence.append("%s of the %s connections held come from pods an autoscaler started in the burst window" % (
             _fmt(burst), _fmt(held)))
@@ -92,10 +94,10 @@ def rank(offenders: Sequence[Dict[str, Any]], shape: str) -> List[Dict[str, Any]
     return sorted(offenders, key=key)
 
 
-def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
-          limits: Dict[str, float]) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]], limits: Dict[str, float],
+          utilization: Optional[float] = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Offenders ranked by the storm's shape, and the culprit record: shape, measure, how sure, why."""
-    shape, evidence = storm_shape(offenders, churn, limits)
+    shape, evidence = storm_shape(offenders, churn, limits, utilization)
     ranked = rank(offenders, shape)
     sums = totals(ranked)
     source = "redis_" + "_".join(SHAPE_MEASURES[shape])
@@ -108,8 +110,10 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
     shares = [o["measure_share"] for o in ranked]
     leading = shares[0] if shares else 0.0
     margin = leading - (shares[1] if len(shares) > 1 else 0.0)
-    named = [o for o in ranked if o["measure_share"] >= limits["culprit_share"]
-             or _reconnecting_alone(o, shape, limits)][:3] or ranked[:1]
+    # the leader, then whoever else storms by the shape's first measure (a mixed storm's churn)
+    first = SHAPE_MEASURES[shape][0]
+    named = ranked[:1] + [o for o in ranked[1:] if o["%s_share" % first] >= limits["culprit_share"]
+                          or _reconnecting_alone(o, shape, limits)][:2]
     uncertain = _uncertain(shape, churn, sums, limits, ranked)
     record = {
         "shape": shape,
@@ -129,12 +133,11 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
 
 def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, float]) -> bool:
     """The workload's own reconnects are a storm, whatever its share (two reads sample short-lived connections
-    thinly)."""
+    thinly): it opened more connections in the window than it holds (a pool refilling opens at most its size)."""
     if "churn" not in SHAPE_MEASURES[shape]:
         return False
-    opened = _value(offender, "churn")
-    return opened >= limits["reconnect_per_sec"] and opened >= limits["reconnect_turnover"] * max(
-        float(offender.get("connections") or 0), 1.0)
+    held = int(offender.get("connections") or 0)
+    return _value(offender, "churn") >= limits["reconnect_per_sec"] and int(offender.get("opened") or 0) > held
 
 
 def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, float], limits: Dict[str, float],

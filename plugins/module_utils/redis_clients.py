@@ -314,9 +314,9 @@ def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float
                 wave_wait_seconds: float) -> Tuple[List[client_churn.Read], List[int]]:
     """CLIENT LIST reads ``sample_seconds`` apart, each with INFO's count of accepted connections.
 
-    Two reads make the window. When Redis was just emptied, the reads go on every ``sample_seconds``
-    until the reconnect wave settles (or ``wave_wait_seconds`` have passed), and the window is the
-    last two reads, after the wave: pools refilled, what still reconnects is the storm.
+    Two reads make the window. When Redis was just emptied (before the window or in it), the reads go
+    on every ``sample_seconds`` until the reconnect wave settles (or ``wave_wait_seconds`` have passed),
+    and the window is the last two reads, after the wave: pools refilled, what still reconnects is the storm.
     """
     client = conn.client
     assert client is not None
@@ -339,11 +339,13 @@ def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float
     read()
     if sample_seconds <= 0:
         return reads, received
-    if client_churn.just_emptied(reads[0][1]):
-        deadline = reads[0][0] + wave_wait_seconds
-        while not client_churn.wave_settled(reads) and reads[-1][0] + sample_seconds <= deadline:
-            read_later()
+    deadline = reads[0][0] + sample_seconds + wave_wait_seconds
     read_later()
+    emptied = client_churn.emptied_at(reads)
+    if emptied is not None:  # before the window or in it
+        while not client_churn.wave_settled(reads[emptied:]) and reads[-1][0] + sample_seconds <= deadline:
+            read_later()
+        read_later()
     return reads, received
 
 

@@ -308,7 +308,8 @@ def build_offenders(
         offenders.sort(key=lambda o: (-o["connections"], -sum(int(_number(v) or 0) for v in o.get(
             "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
     elif offenders:
-        offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits)
+        offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
+                                          _number(((redis or {}).get("clients") or {}).get("utilization")))
     if not offenders:
         offenders = sorted(_offenders_without_cluster(redis, prom), key=lambda o: (-o["connections"], str(o["name"])))
     for offender in offenders:

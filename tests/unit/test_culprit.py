@@ -72,7 +72,7 @@ CASES = [
         [wl("payments", 60, 130.0), wl("wallet", 40, 70.0), wl("trading", 500, 2.0)], False,
         c.RECONNECT_STORM, ["payments", "wallet"], "redis_churn", id="two-storming-at-once-named-in-order"),
     pytest.param(
-        [wl("payments", 60, 250.0), wl("wallet", 40, 40.0), wl("trading", 500, 2.0), wl("worker", 20, 5.0)], False,
+        [wl("payments", 60, 250.0), wl("wallet", 8, 40.0), wl("trading", 500, 2.0), wl("worker", 20, 5.0)], False,
         c.RECONNECT_STORM, ["payments", "wallet"], "redis_churn", id="a-second-storm-below-the-share-is-named-too"),
     pytest.param(
         [wl("wallet", 500, 0.0, young=480), wl("trading", 150, 0.0)], False,
@@ -160,3 +160,27 @@ def test_without_churn_numbers_the_holder_ranks() -> None:
     workloads = [wl("wallet", 700, None), wl("trading", 300, None)]
     result = v.triage_verdict(*views(*workloads))
     assert result["culprit"]["shape"] == c.POOL_EXHAUSTION and named(result)[0] == "wallet"
+
+
+def test_a_pool_refilling_after_a_blip_is_not_a_second_storm() -> None:
+    # the window after the wave still sees the worker's pool come back: as many opened as it holds
+    workloads = [wl("trading", 60, 250.0), wl("worker", 24, 30.0)]
+    workloads[1]["opened"] = 24
+    result = v.triage_verdict(*views(*workloads, emptied=True))
+    assert result["culprit"]["workloads"] == ["ns/trading"]
+
+
+def test_new_pods_in_a_redis_far_from_full_are_no_burst() -> None:
+    # a blip's reconnect CPU scaled trading-api out; Redis is at a fifth of maxclients and wallet churns
+    workloads = [wl("trading", 150, 1.0, young=100, hpa=SCALING), wl("wallet", 8, 160.0)]
+    redis, prometheus, kube = views(*workloads)
+    redis["clients"]["utilization"] = 0.2
+    result = v.triage_verdict(redis, prometheus, kube)
+    assert result["culprit"]["shape"] == c.RECONNECT_STORM and result["culprit"]["workloads"] == ["ns/wallet"]
+
+
+def test_a_mixed_storm_names_beside_its_leader_only_who_churns() -> None:
+    workloads = [wl("payments", 500, 150.0, young=200, hpa=SCALING), wl("trading", 400, 2.0, young=400, hpa=SCALING)]
+    result = v.triage_verdict(*views(*workloads))
+    assert result["culprit"]["shape"] == c.MIXED
+    assert result["culprit"]["workloads"] == ["ns/payments"], result["culprit"]
