@@ -22,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 EMPTIED_AGE_SECONDS = 10
 # The wave has settled when a read finds fewer new clients than this share of those seen so far.
 WAVE_SETTLED_SHARE = 0.05
+# Redis was emptied between two reads when this share of the first read's long-lived clients is gone.
+DROPPED_SHARE = 0.5
 
 # One CLIENT LIST read: when it was taken (monotonic seconds) and its application clients.
 Read = Tuple[float, List[Dict[str, str]]]
@@ -39,9 +41,18 @@ def just_emptied(clients: Sequence[Dict[str, str]]) -> bool:
     return all(_int(c, "age") < EMPTIED_AGE_SECONDS for c in clients)
 
 
+def dropped(before: Sequence[Dict[str, str]], after: Sequence[Dict[str, str]]) -> bool:
+    """Most of the long-lived clients of one read are gone at the next: Redis dropped them (a blip, a CLIENT KILL)
+    between the two, however long the dropping took. Short-lived clients come and go and do not count."""
+    old = {_int(c, "id") for c in before if _int(c, "age") >= EMPTIED_AGE_SECONDS}
+    gone = old - {_int(c, "id") for c in after}
+    return bool(old) and len(gone) >= DROPPED_SHARE * len(old)
+
+
 def emptied_at(reads: Sequence[Read]) -> Optional[int]:
-    """The first read at which Redis had just been emptied, or None."""
-    return next((index for index, (_, clients) in enumerate(reads) if just_emptied(clients)), None)
+    """The first read at which Redis had just been emptied (or was being emptied), or None."""
+    return next((index for index, (_, clients) in enumerate(reads)
+                 if just_emptied(clients) or (index and dropped(reads[index - 1][1], clients))), None)
 
 
 def _opened_ids(first: Sequence[Dict[str, str]], later: Sequence[Dict[str, str]]) -> Dict[int, str]:
@@ -62,12 +73,13 @@ def _replaced(ip: str, opened: int, first: Sequence[Dict[str, str]], last: Seque
 
 
 def wave_settled(reads: Sequence[Read]) -> bool:
-    """The last read found (almost) no client the earlier reads had not seen."""
+    """The last read found (almost) no client the earlier reads had not seen, and lost (almost) none."""
     if len(reads) < 2:
         return False
     before = {_int(c, "id") for _, clients in reads[:-1] for c in clients}
     new = [c for c in reads[-1][1] if _int(c, "id") not in before]
-    return bool(before) and len(new) <= WAVE_SETTLED_SHARE * len(before)
+    shrinking = len(reads[-1][1]) < (1 - WAVE_SETTLED_SHARE) * len(reads[-2][1])
+    return bool(before) and len(new) <= WAVE_SETTLED_SHARE * len(before) and not shrinking
 
 
 def churn(reads: Sequence[Read], source_ip: Any,

@@ -57,8 +57,9 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "reconnect_turnover": 0.1,
     # Share (0..1) of held connections from pods an autoscaler started in the burst window: a scale-out burst.
     "burst_share": 0.5,
-    # Share (0..1) of the ranking measure from which a workload is named a culprit (two storming at once: both).
-    "culprit_share": 0.25,
+    # Share (0..1) of the ranking measure from which a second workload is named a culprit too (two storming at
+    # once); one whose own reconnects are a storm is named whatever its share.
+    "culprit_share": 0.4,
     # Log lines (over the lines read) that count as a signal.
     "retry_log_lines": 5.0,
     "timeout_log_lines": 5.0,

@@ -14,7 +14,7 @@ description:
     by source IP. Client ids grow with every new connection, so the two reads give the connections each source
     opened in the window (RV(top_sources[].opened)) as well as those it holds.
   - When every client is younger than 10 seconds (Redis was just emptied by a network blip, a C(CLIENT KILL) or a
-    restart), every pool reconnects at once and that wave says nothing about who storms: C(CLIENT LIST) is read
+    restart), every pool reconnects at once and that wave says nothing about who storms, so C(CLIENT LIST) is read
     again every O(sample_seconds) until the wave settles, at most O(wave_wait_seconds) longer, and the window is
     the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).

@@ -49,7 +49,7 @@ options:
         C(app_latency_p95_seconds) 0.25, C(app_latency_p99_seconds) 0.5, C(app_request_growth) 1.5,
         C(offender_share) 0.5, C(retry_log_lines) 5, C(timeout_log_lines) 5, C(error_log_lines) 5, C(restarts) 3,
         C(maxclients_fd_share) 0.5, C(db_connections) 200, C(queue_backlog) 1000, C(reconnect_per_sec) 20,
-        C(reconnect_turnover) 0.1, C(burst_share) 0.5, C(culprit_share) 0.25).
+        C(reconnect_turnover) 0.1, C(burst_share) 0.5, C(culprit_share) 0.4).
       - Ratios must be between 0 and 1; an unknown name is an error.
     type: dict
     default: {}

@@ -69,7 +69,7 @@ options:
         default: 20
       top:
         description:
-          - Number of source IPs returned in C(redis.top_sources), most connections first (plus those of the O(top)
+          - Number of source IPs returned in C(redis.top_sources), most connections first (plus those of the O(redis.top)
             that opened the most connections), and joined with pods. V(0) returns all.
         type: int
         default: 10

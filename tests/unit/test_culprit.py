@@ -69,7 +69,7 @@ CASES = [
         [wl("api", 500, 5.0, young=480, hpa=SCALING), wl("wallet", 200, 0.0), wl("trading", 50, 120.0)], False,
         c.MIXED, ["api", "trading"], "redis_churn_burst", id="mixed-ranks-both-measures"),
     pytest.param(
-        [wl("payments", 60, 130.0), wl("wallet", 40, 70.0), wl("trading", 500, 2.0)], False,
+        [wl("payments", 60, 130.0), wl("wallet", 8, 70.0), wl("trading", 500, 2.0)], False,
         c.RECONNECT_STORM, ["payments", "wallet"], "redis_churn", id="two-storming-at-once-named-in-order"),
     pytest.param(
         [wl("payments", 60, 250.0), wl("wallet", 8, 40.0), wl("trading", 500, 2.0), wl("worker", 20, 5.0)], False,

@@ -340,9 +340,19 @@ def test_top_sources_keeps_the_churning_address_beyond_top():
 
 
 def test_a_blip_inside_the_window_is_waited_out_too():
-    reads = [(0.0, OLD), *WAVE[1:]]  # emptied between the first read and the second
+    old = clients((1001, "10.0.0.1", 300), (1002, "10.0.0.1", 300), (1003, "10.0.0.2", 200))
+    reads = [(0.0, old), *WAVE[1:]]  # emptied between the first read and the second
     found, window = churn.churn(reads, rc.source_ip, (0, 90, 101, 102))
     assert found == {"10.0.0.2": (2, 2.0)}
     assert (window["emptied"], window["wave_settled"]) == (True, True)
     _, mid_wave = churn.churn(reads[:2], rc.source_ip)
     assert (mid_wave["emptied"], mid_wave["wave_settled"]) == (True, False)
+
+
+def test_a_blip_that_takes_a_while_still_empties_redis():
+    pool = clients(*((i, "10.0.0.1", 60) for i in range(1, 101)))
+    churner = clients((500, "10.0.0.2", 0), (501, "10.0.0.2", 0))
+    half_killed = pool[60:] + clients(*((i, "10.0.0.1", 0) for i in range(600, 640)))
+    assert churn.emptied_at([(0.0, pool + churner), (0.5, half_killed)]) == 1
+    # short-lived clients coming and going never look like a blip
+    assert churn.emptied_at([(0.0, pool + churner), (0.5, pool + clients((502, "10.0.0.2", 0)))]) is None
