@@ -69,8 +69,8 @@ options:
         default: 20
       top:
         description:
-          - Number of source IPs returned in C(redis.top_sources), most connections first (plus those of the O(redis.top)
-            that opened the most connections), and joined with pods. V(0) returns all.
+          - Number of source IPs returned in C(redis.top_sources), most connections first (plus those of the
+            O(redis.top) that opened the most connections), and joined with pods. V(0) returns all.
         type: int
         default: 10
       wave_wait_seconds:
