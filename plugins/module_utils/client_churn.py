@@ -63,13 +63,14 @@ def _opened_ids(first: Sequence[Dict[str, str]], later: Sequence[Dict[str, str]]
     return opened
 
 
-def _replaced(ip: str, opened: int, first: Sequence[Dict[str, str]], last: Sequence[Dict[str, str]],
-              source_ip: Any) -> int:
-    """Connections an address opened that did not grow its pool: they replaced others (a pool refilling or a
-    new pod filling its pool opens only what it then holds)."""
-    before = sum(1 for c in first if source_ip(c.get("addr", "")) == ip and _int(c, "age") > 0)
-    after = sum(1 for c in last if source_ip(c.get("addr", "")) == ip)
-    return max(opened - max(after - before, 0), 0)
+def _replaced(ip: str, first: Sequence[Dict[str, str]], last: Sequence[Dict[str, str]], source_ip: Any) -> int:
+    """Connections an address opened between the two reads that did not grow its pool: they replaced others
+    (a pool refilling, or a new pod filling its pool, opens only what it then holds)."""
+    floor = max((_int(c, "id") for c in first), default=-1)
+    before = sum(1 for c in first if source_ip(c.get("addr", "")) == ip)
+    after = [c for c in last if source_ip(c.get("addr", "")) == ip]
+    new = sum(1 for c in after if _int(c, "id") > floor)
+    return max(new - max(len(after) - before, 0), 0)
 
 
 def wave_settled(reads: Sequence[Read]) -> bool:
@@ -102,7 +103,7 @@ def churn(reads: Sequence[Read], source_ip: Any,
     for addr in opened.values():
         ip = source_ip(addr)
         seen[ip] = seen.get(ip, 0) + 1
-    replaced = {ip: _replaced(ip, count, first, last, source_ip) for ip, count in seen.items()}
+    replaced = {ip: _replaced(ip, first, last, source_ip) for ip in seen}
     seconds = end - start
     accepted = (received[-1] - received[-2]) / seconds if len(received) == len(reads) and seconds > 0 else 0.0
     rate = max(accepted, len(opened) / seconds if seconds > 0 else 0.0)

@@ -55,7 +55,10 @@ def storm_shape(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, A
     if (churn or {}).get("emptied"):
         evidence.append("Redis was just emptied; the window was read after its reconnect wave (%s s of reads)" % (
             (churn or {}).get("waited_seconds")))
-    reconnecting = opened >= limits["reconnect_per_sec"] and opened >= limits["reconnect_turnover"] * max(held, 1.0)
+    # the held connections are no storm in a Redis far from full: then the reconnects are, whatever the pools hold
+    filling = utilization is None or utilization >= limits["utilization_warning"]
+    reconnecting = opened >= limits["reconnect_per_sec"] and (
+        not filling or opened >= limits["reconnect_turnover"] * max(held, 1.0))
     if reconnecting:
         evidence.append("%s connections opened per second against %s held" % (_fmt(opened), _fmt(held)))
     # new pods are a burst when they bring most of the connections of a Redis they fill
@@ -143,13 +146,13 @@ def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, 
 def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, float], limits: Dict[str, float],
                ranked: Sequence[Dict[str, Any]]) -> Optional[str]:
     """Why no culprit can be named from Redis' numbers, or None when one can."""
-    if not ranked:
-        return "no workload holds or opens Redis connections"
     window = churn or {}
-    if window.get("emptied") and not window.get("wave_settled"):
+    if window.get("emptied") and (not window.get("wave_settled") or not ranked):
         return ("Redis was just emptied (a blip, a CLIENT KILL or a restart) and its reconnect wave had not settled "
                 "after %s s of reads: every pool is refilling at once, so no measure tells who storms yet; triage "
                 "again in a few seconds" % window.get("waited_seconds"))
+    if not ranked:
+        return "no workload of the namespaces read holds or opens Redis connections"
     if not any(sums[m] for m in SHAPE_MEASURES[shape]):
         return "no workload shows %s" % " or ".join(MEASURES[m][1] for m in SHAPE_MEASURES[shape])
     return None

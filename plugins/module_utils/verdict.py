@@ -308,7 +308,8 @@ def build_offenders(
         _reshare(offenders)
         offenders.sort(key=lambda o: (-o["connections"], -sum(int(_number(v) or 0) for v in o.get(
             "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
-    elif offenders:
+    elif offenders or (redis_read and not _failed(kubernetes, "kubernetes")):
+        # the join found no workload behind Redis' clients: the record says the culprit is uncertain, and why
         offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
                                           _number(((redis or {}).get("clients") or {}).get("utilization")))
     if not offenders:

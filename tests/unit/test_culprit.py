@@ -184,3 +184,11 @@ def test_a_mixed_storm_names_beside_its_leader_only_who_churns() -> None:
     result = v.triage_verdict(*views(*workloads))
     assert result["culprit"]["shape"] == c.MIXED
     assert result["culprit"]["workloads"] == ["ns/payments"], result["culprit"]
+
+
+def test_a_redis_emptied_with_no_workload_back_yet_says_so() -> None:
+    redis, prometheus, kube = views(emptied=True, settled=True)
+    result = v.triage_verdict(redis, prometheus, kube)
+    assert result["culprit"]["certain"] is False
+    assert result["culprit"]["why"].startswith("Redis was just emptied")
+    assert "culprit uncertain" in result["summary"]
