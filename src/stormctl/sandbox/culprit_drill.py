@@ -27,7 +27,7 @@ POINTS = ("after-blip", "mid-wave", "steady")
 TRIAGE_CLIENT_NAME = "redis-storm"
 # Redis under a storm by the sandbox's own truth: nearly full, or accepting this many connections a second.
 SATURATED = 0.9
-CHURNING_PER_SEC = 100.0
+CHURNING_PER_SEC = 50.0
 QUIET = 0.7
 
 Verdict = dict[str, Any]
