@@ -658,10 +658,11 @@ def _rungs(
 ) -> List[Dict[str, Any]]:
     """The ladder's rungs the evidence supports, in ladder order, each with its reason and the workload it acts on.
 
-    With Redis' ranking (``named``), the rungs that act on an offender follow the storm's shape: a
+    The rungs that act on an offender act on the top one, ranked by the storm's shape (``named``): a
     reconnect storm supports turning the churning workload's retries off and opening its circuit
-    breaker; a burst supports pausing its autoscaler; pool exhaustion supports scaling the holder
-    down. An uncertain culprit supports no rung that acts on an offender.
+    breaker; a burst, pausing the autoscaler that started its new pods; pool exhaustion, scaling the
+    holder down (any top offender that holds most connections). An uncertain culprit supports no rung
+    that acts on an offender.
     """
     reasons: Dict[str, str] = {}
     top = offenders[0] if offenders else None
@@ -725,12 +726,12 @@ def _rungs(
                                     "load grew evenly, Redis needs room" % (
                                         len(holders), _who(top), _pct(top["connection_share"]))
 
-    holding = shape in (None, culprit.POOL_EXHAUSTION, culprit.SCALE_OUT_BURST, culprit.MIXED)
-    if holding and top and top["connections"] > 0 and top["connection_share"] >= limits["offender_share"]:
+    # the top offender of any shape is scaled down only when it also holds the connections
+    if top and top["connections"] > 0 and top["connection_share"] >= limits["offender_share"]:
         reasons["offender_scale_down"] = "%s holds %s of the connections (threshold %s)" % (
             _who(top), _pct(top["connection_share"]), _pct(limits["offender_share"]))
 
-    if top and shape != culprit.RECONNECT_STORM and top.get("hpa_state") in ("scaling_up", "at_max", "scaled_out"):
+    if top and top.get("hpa_state") in ("scaling_up", "at_max", "scaled_out"):
         hpa = top["hpa"] or {}
         reasons["hpa_pause"] = "the %s of %s is %s (current %s, desired %s, min %s, max %s): more pods, more " \
                                "connections" % (hpa.get("kind", "autoscaler"), _who(top),
