@@ -64,13 +64,15 @@ def _opened_ids(first: Sequence[Dict[str, str]], later: Sequence[Dict[str, str]]
 
 
 def _replaced(ip: str, first: Sequence[Dict[str, str]], last: Sequence[Dict[str, str]], source_ip: Any) -> int:
-    """Connections an address opened between the two reads that did not grow its pool: they replaced others
-    (a pool refilling, or a new pod filling its pool, opens only what it then holds)."""
+    """Connections an address opened only to replace others: its young clients of the first read that are gone
+    at the second, and (when it has such) its new ones. A pool refilling, or a new pod filling its pool, keeps
+    what it opens; an idle pool closing its oldest connections is shrinking, not churning."""
     floor = max((_int(c, "id") for c in first), default=-1)
-    before = sum(1 for c in first if source_ip(c.get("addr", "")) == ip)
-    after = [c for c in last if source_ip(c.get("addr", "")) == ip]
-    new = sum(1 for c in after if _int(c, "id") > floor)
-    return max(new - max(len(after) - before, 0), 0)
+    still = {_int(c, "id") for c in last}
+    gone = sum(1 for c in first if source_ip(c.get("addr", "")) == ip and _int(c, "age") < EMPTIED_AGE_SECONDS
+               and _int(c, "id") not in still)
+    new = sum(1 for c in last if source_ip(c.get("addr", "")) == ip and _int(c, "id") > floor)
+    return gone + new if gone else 0
 
 
 def wave_settled(reads: Sequence[Read]) -> bool:

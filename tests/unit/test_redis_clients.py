@@ -280,16 +280,17 @@ OLD = clients((1, "10.0.0.1", 300), (2, "10.0.0.1", 300), (3, "10.0.0.2", 200))
     pytest.param([(0.0, OLD), (1.0, OLD)], (100, 100), {},
                  {"emptied": False, "opened": 0, "opened_per_sec": 0.0, "reads": 2, "wave_settled": None},
                  id="nothing-new"),
-    pytest.param([(0.0, OLD), (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (9, "10.0.0.3", 0)))], (100, 106),
-                 {"10.0.0.2": (1, 3.0), "10.0.0.3": (1, 0.0)},
+    pytest.param([(0.0, OLD[:2] + clients((3, "10.0.0.2", 2))),
+                  (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (9, "10.0.0.3", 0)))], (100, 106),
+                 {"10.0.0.2": (1, 6.0), "10.0.0.3": (1, 0.0)},
                  {"emptied": False, "opened": 2, "window_seconds": 1.0, "opened_per_sec": 6.0},
                  id="a-replaced-connection-shares-what-info-accepted-a-new-pool-does-not"),
     pytest.param([(0.0, OLD + clients((5, "10.0.0.3", 0))), (0.5, OLD + clients((6, "10.0.0.3", 0)))], (100, 120),
-                 {"10.0.0.3": (2, 20.0)},
+                 {"10.0.0.3": (2, 40.0)},
                  {"emptied": False, "opened": 2, "opened_per_sec": 40.0, "window_seconds": 0.5},
                  id="a-short-lived-connection-replaced-by-another"),
     pytest.param([(0.0, OLD), (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (5, "10.0.0.2", 0)))], (),
-                 {"10.0.0.2": (2, 1.0)}, {"opened_per_sec": 2.0}, id="without-info-the-sample-is-the-rate"),
+                 {"10.0.0.2": (2, 0.0)}, {"opened_per_sec": 2.0}, id="without-info-the-sample-is-the-rate"),
     pytest.param([(0.0, OLD), (1.0, OLD + clients(*((i, "10.0.0.9", 0) for i in range(10, 60))))], (100, 150),
                  {"10.0.0.9": (50, 0.0)}, {"opened": 50, "opened_per_sec": 50.0},
                  id="a-pool-filling-is-not-churn"),
@@ -309,7 +310,7 @@ WAVE = [(0.0, clients(*((i, "10.0.0.1", 0) for i in range(1, 11)))),
 def test_after_a_blip_the_window_is_read_after_the_reconnect_wave():
     found, window = churn.churn(WAVE, rc.source_ip, (0, 90, 101, 102))
     # the wave's 100 reconnects of the idle pool are not churn; the address still reconnecting is
-    assert found == {"10.0.0.2": (2, 2.0)}
+    assert found == {"10.0.0.2": (2, 4.0)}
     assert window == {"window_seconds": 0.5, "reads": 4, "emptied": True, "wave_settled": True, "waited_seconds": 1.0,
                       "opened": 2, "opened_per_sec": 4.0}
     _, unsettled = churn.churn(WAVE[:2], rc.source_ip)
@@ -344,7 +345,7 @@ def test_a_blip_inside_the_window_is_waited_out_too():
     old = clients((1001, "10.0.0.1", 300), (1002, "10.0.0.1", 300), (1003, "10.0.0.2", 200))
     reads = [(0.0, old), *WAVE[1:]]  # emptied between the first read and the second
     found, window = churn.churn(reads, rc.source_ip, (0, 90, 101, 102))
-    assert found == {"10.0.0.2": (2, 2.0)}
+    assert found == {"10.0.0.2": (2, 4.0)}
     assert (window["emptied"], window["wave_settled"]) == (True, True)
     _, mid_wave = churn.churn(reads[:2], rc.source_ip)
     assert (mid_wave["emptied"], mid_wave["wave_settled"]) == (True, False)
