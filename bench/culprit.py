@@ -39,29 +39,28 @@ def run() -> Dict[str, Any]:
         base = Path(tmp)
         state_dir = base / "run"
         _stormctl(state_dir, "up")
+        # one admin connection held from before the first storm: a full Redis refuses a new one
+        drill = CulpritDrill(state_dir, lambda: _triage(state_dir, base))
         try:
             for name in [n for n in scenario_names() if n not in SKIPPED]:
-                drill = CulpritDrill(state_dir, lambda: _triage(state_dir, base))
                 misses: List[str] = []
                 right = 0
                 per_point = dict.fromkeys(POINTS, 0)
-                try:
-                    drill.calm()
-                    scenario = drill.storm(name)
-                    for index in range(ROUNDS):
-                        outcomes = [drill.at(point, scenario) for point in POINTS]
-                        for outcome in outcomes:
-                            per_point[outcome.point] += int(outcome.right)
-                            misses += ["round %d %s: %s" % (index + 1, outcome.point, p) for p in outcome.problems]
-                        right += int(all(o.right for o in outcomes))
-                finally:
-                    drill.close()
+                drill.calm()
+                scenario = drill.storm(name)
+                for index in range(ROUNDS):
+                    outcomes = [drill.at(point, scenario) for point in POINTS]
+                    for outcome in outcomes:
+                        per_point[outcome.point] += int(outcome.right)
+                        misses += ["round %d %s: %s" % (index + 1, outcome.point, p) for p in outcome.problems]
+                    right += int(all(o.right for o in outcomes))
                 print("%s: culprit right %d of %d (%s)" % (name, right, ROUNDS, ", ".join(
                     "%s %d" % kv for kv in per_point.items())), flush=True)
                 for miss in misses:
                     print("  miss: %s" % miss, flush=True)
                 results[name] = {"right": right, "rounds": ROUNDS, "per_point": per_point, "misses": misses}
         finally:
+            drill.close()
             _stormctl(state_dir, "down")
     return results
 

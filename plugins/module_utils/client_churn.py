@@ -64,14 +64,16 @@ def _opened_ids(first: Sequence[Dict[str, str]], later: Sequence[Dict[str, str]]
 
 
 def _replaced(ip: str, first: Sequence[Dict[str, str]], last: Sequence[Dict[str, str]], source_ip: Any) -> int:
-    """Connections an address opened only to replace others: its young clients of the first read that are gone
-    at the second, and (when it has such) its new ones. A pool refilling, or a new pod filling its pool, keeps
-    what it opens; an idle pool closing its oldest connections is shrinking, not churning."""
+    """Connections an address opened only to replace others. An address whose connections all live under a
+    second replaces every one it opens; one with older connections replaces only as many as it lost young
+    ones (a pool refilling keeps what it opens; an idle pool closing its oldest is shrinking, not churning)."""
     floor = max((_int(c, "id") for c in first), default=-1)
     still = {_int(c, "id") for c in last}
-    gone = sum(1 for c in first if source_ip(c.get("addr", "")) == ip and _int(c, "age") < EMPTIED_AGE_SECONDS
-               and _int(c, "id") not in still)
+    mine = [c for c in first if source_ip(c.get("addr", "")) == ip]
     new = sum(1 for c in last if source_ip(c.get("addr", "")) == ip and _int(c, "id") > floor)
+    gone = sum(1 for c in mine if _int(c, "age") < EMPTIED_AGE_SECONDS and _int(c, "id") not in still)
+    if all(_int(c, "age") == 0 for c in mine):
+        return gone + new
     return gone + new if gone else 0
 
 
