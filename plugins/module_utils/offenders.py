@@ -11,8 +11,10 @@ only degrades the answer and says so in ``degraded``.
 
 from __future__ import annotations
 
+import calendar
 import ipaddress
 import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
 
@@ -35,6 +37,7 @@ READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "log_signatures": {"type": "dict"},
     "top": {"type": "int", "default": 5},
     "metrics": {"type": "bool", "default": True},
+    "young_pod_seconds": {"type": "int", "default": 300},
 }
 
 LOG_PODS_PER_WORKLOAD = 3
@@ -164,6 +167,16 @@ def index_pods(pods: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, Dict[str, Any]
     return by_ip, shared
 
 
+def pod_age(pod: Dict[str, Any], now: float) -> Optional[float]:
+    """Seconds since the pod started (status.startTime, else its creation), None when neither is readable."""
+    stamp = (pod.get("status") or {}).get("startTime") or (pod.get("metadata") or {}).get("creationTimestamp")
+    try:
+        started = calendar.timegm(time.strptime(str(stamp)[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    return max(now - started, 0.0)
+
+
 def _pod_key(pod: Dict[str, Any]) -> Tuple[str, str]:
     meta = pod.get("metadata") or {}
     return str(meta.get("namespace", "")), str(meta.get("name", ""))
@@ -174,13 +187,17 @@ def attribute(
     pods: List[Dict[str, Any]],
     replicasets: Dict[Tuple[str, str], Optional[Dict[str, Any]]],
     include_idle: bool = False,
+    young_pod_seconds: float = 300,
+    now: Optional[float] = None,
 ) -> Tuple[Dict[WorkloadKey, Dict[str, Any]], List[Dict[str, Any]]]:
-    """Sum the sources' connections per owning workload.
+    """Sum the sources' connections, and those they opened in Redis' window, per owning workload.
 
     Returns (workloads keyed by (namespace, kind, name), unattributed sources). Every live pod
     counts toward its workload's pods/restarts; workloads without connections are kept only
     when ``include_idle`` (Redis was unreadable, so the cluster's own signals must rank).
+    Connections from pods started less than ``young_pod_seconds`` ago count as young (a burst).
     """
+    now = time.time() if now is None else now
     by_ip, shared = index_pods(pods)
     workloads: Dict[WorkloadKey, Dict[str, Any]] = {}
 
@@ -191,6 +208,7 @@ def attribute(
         if key not in workloads:
             workloads[key] = {
                 "namespace": namespace, "kind": kind, "name": name, "connections": 0,
+                "opened": None, "opened_per_sec": None, "young_pods": 0, "young_pod_connections": 0,
                 "pod_names": [], "pod_ips": [], "pod_connections": {}, "client_names": [],
                 "restarts": 0, "crashloop": False, "oomkilled": False,
             }
@@ -202,6 +220,9 @@ def attribute(
         item = entry(pod)
         health = pod_health(pod)
         item["pod_names"].append(_pod_key(pod)[1])
+        age = pod_age(pod, now)
+        if age is not None and age < young_pod_seconds:
+            item["young_pods"] += 1
         item["restarts"] += health["restarts"]
         item["crashloop"] = item["crashloop"] or health["crashloop"]
         item["oomkilled"] = item["oomkilled"] or health["oomkilled"]
@@ -214,12 +235,18 @@ def attribute(
         if owner_pod is None:
             reason = ("address shared by %d hostNetwork pods" % shared[ip]) if ip in shared else (
                 "no live pod has this address (a node, an external client, or a pod outside the namespaces read)")
-            unattributed.append({"ip": ip, "connections": connections,
+            unattributed.append({"ip": ip, "connections": connections, "opened": source.get("opened"),
                                  "names": list(source.get("names") or []), "reason": reason})
             continue
         item = entry(owner_pod)
         pod_name = _pod_key(owner_pod)[1]
         item["connections"] += connections
+        for key in ("opened", "opened_per_sec"):
+            if source.get(key) is not None:
+                item[key] = round((item[key] or 0) + source[key], 2)
+        age = pod_age(owner_pod, now)
+        if age is not None and age < young_pod_seconds:
+            item["young_pod_connections"] += connections
         item["pod_connections"][pod_name] = item["pod_connections"].get(pod_name, 0) + connections
         if ip not in item["pod_ips"]:
             item["pod_ips"].append(ip)
@@ -228,7 +255,7 @@ def attribute(
                 item["client_names"].append(client_name)
 
     if not include_idle:
-        workloads = {key: item for key, item in workloads.items() if item["connections"] > 0}
+        workloads = {key: item for key, item in workloads.items() if item["connections"] > 0 or item["opened"]}
     for item in workloads.values():
         item["pod_ips"].sort(key=_ip_sort_key)
         item["pod_names"].sort()
@@ -321,6 +348,8 @@ def shape(item: Dict[str, Any], total: int) -> Dict[str, Any]:
         "namespace": item["namespace"], "kind": item["kind"], "name": item["name"],
         "connections": item["connections"],
         "connection_share": round(item["connections"] / total, 4) if total else 0.0,
+        "opened": item.get("opened"), "opened_per_sec": item.get("opened_per_sec"),
+        "young_pods": item.get("young_pods", 0), "young_pod_connections": item.get("young_pod_connections", 0),
         "pods": len(item["pod_names"]), "pod_ips": item["pod_ips"],
         "client_names": item["client_names"],
         "restarts": item["restarts"], "crashloop": item["crashloop"], "oomkilled": item["oomkilled"],
@@ -341,16 +370,19 @@ def finder_for(kube: Any, params: Dict[str, Any]) -> OffenderFinder:
     if signatures is None:
         signatures = DEFAULT_LOG_SIGNATURES
     return OffenderFinder(kube, params["namespaces"], params["log_tail_lines"],
-                          {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"])
+                          {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"],
+                          params.get("young_pod_seconds", 300))
 
 
 class OffenderFinder:
     """One triage read of the cluster; collects what it could not read in ``degraded``."""
 
     def __init__(self, kube: Any, namespaces: List[str], log_tail_lines: int,
-                 signatures: Dict[str, str], top: int, metrics: bool) -> None:
-        if log_tail_lines < 0 or top < 0:
-            raise StormError("log_tail_lines and top must be 0 or more (got %s and %s)" % (log_tail_lines, top))
+                 signatures: Dict[str, str], top: int, metrics: bool, young_pod_seconds: int = 300) -> None:
+        if log_tail_lines < 0 or top < 0 or young_pod_seconds < 0:
+            raise StormError("log_tail_lines, top and young_pod_seconds must be 0 or more (got %s, %s and %s)" % (
+                log_tail_lines, top, young_pod_seconds))
+        self.young_pod_seconds = young_pod_seconds
         self.kube = kube
         self.namespaces = sorted(set(namespaces))
         self.log_tail_lines = log_tail_lines
@@ -469,7 +501,8 @@ class OffenderFinder:
 
     def find(self, sources: List[Dict[str, Any]], cluster: Optional[Cluster] = None) -> Dict[str, Any]:
         pods, replicasets = cluster if cluster is not None else self.read_cluster()
-        workloads, unattributed = attribute(sources, pods, replicasets, include_idle=not sources)
+        workloads, unattributed = attribute(sources, pods, replicasets, include_idle=not sources,
+                                            young_pod_seconds=self.young_pod_seconds)
         namespaces = sorted({item["namespace"] for item in workloads.values()})
         # The reads per namespace and per workload are independent: side by side, an API server
         # a few milliseconds away costs the slowest read, not the sum.
@@ -483,7 +516,10 @@ class OffenderFinder:
             ranked = rank(workloads.values())
             if self.log_tail_lines > 0 and self.signatures:
                 pods_by_name = {_pod_key(pod): pod for pod in pods}
-                list(pool.map(lambda item: self.read_logs(item, pods_by_name), ranked[: self.top]))
+                # the workloads that open the most connections are read too: a churning pool holds few
+                churning = sorted(ranked, key=lambda w: -(w.get("opened") or 0))[: self.top]
+                read = ranked[: self.top] + [w for w in churning if w.get("opened") and w not in ranked[: self.top]]
+                list(pool.map(lambda item: self.read_logs(item, pods_by_name), read))
                 ranked = rank(ranked)
         total = sum(int(s.get("connections") or 0) for s in sources)
         return {

@@ -4,8 +4,9 @@
 """Redis' own view of a connection storm: who is connected, how fast they arrive, how slow Redis is.
 
 CLIENT LIST is O(clients) on Redis' main thread and every other command waits behind it, so
-one run calls it exactly once and derives everything (sources, kill candidates) from that one
-answer.
+one run reads it only at the two ends of its sampling window (a few more times only while the
+reconnect wave of a just emptied Redis settles, within a bound) and derives everything (sources,
+connections opened per source, kill candidates) from those answers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from ansible_collections.fintech.redis_storm.plugins.module_utils import client_churn
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     Connection,
@@ -43,6 +45,7 @@ READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "sample_seconds": {"type": "float", "default": 1.0},
     "latency_samples": {"type": "int", "default": 20},
     "top": {"type": "int", "default": 10},
+    "wave_wait_seconds": {"type": "float", "default": 5.0},
 }
 
 DEFAULT_THRESHOLDS: Dict[str, Dict[str, float]] = {
@@ -105,15 +108,23 @@ def application_clients(clients: Iterable[Client], own_id: Optional[int]) -> Lis
     return [c for c in clients if c.get("id") != own and not is_replication_link(c)]
 
 
-def top_sources(clients: Iterable[Client], top: int = 10) -> List[Dict[str, Any]]:
-    """Connections grouped by source IP, most connections first (``top`` <= 0: all of them)."""
+def top_sources(clients: Iterable[Client], top: int = 10,
+                opened: Optional[Dict[str, Tuple[int, float]]] = None) -> List[Dict[str, Any]]:
+    """Connections grouped by source IP, most connections first (``top`` <= 0: all of them).
+
+    With ``opened`` (per IP: connections opened in the sampling window, and opened per second), an
+    IP among the ``top`` that opened the most is kept too, and each source says how many it opened.
+    """
     groups: Dict[str, Dict[str, Any]] = {}
+
+    def group_of(ip: str) -> Dict[str, Any]:
+        if ip not in groups:
+            groups[ip] = {"ip": ip, "connections": 0, "names": set(), "lib_names": set(),
+                          "idle_max": 0, "age_min": None, "age_max": 0}
+        return groups[ip]
+
     for client in clients:
-        ip = source_ip(client.get("addr", ""))
-        group = groups.get(ip)
-        if group is None:
-            group = groups[ip] = {"ip": ip, "connections": 0, "names": set(), "lib_names": set(),
-                                  "idle_max": 0, "age_min": None}
+        group = group_of(source_ip(client.get("addr", "")))
         group["connections"] += 1
         if client.get("name"):
             group["names"].add(client["name"])
@@ -122,9 +133,18 @@ def top_sources(clients: Iterable[Client], top: int = 10) -> List[Dict[str, Any]
         group["idle_max"] = max(group["idle_max"], field_int(client, "idle"))
         age = field_int(client, "age")
         group["age_min"] = age if group["age_min"] is None else min(group["age_min"], age)
+        group["age_max"] = max(group["age_max"], age)
+    for ip in opened or {}:
+        group_of(ip)
+    for group in groups.values():
+        count, rate = opened.get(group["ip"], (0, 0.0)) if opened is not None else (None, None)
+        group["opened"] = count
+        group["opened_per_sec"] = rate
     ranked = sorted(groups.values(), key=lambda g: (-g["connections"], _ip_key(g["ip"])))
     if top > 0:
-        ranked = ranked[:top]
+        churning = sorted(groups.values(), key=lambda g: (-(g["opened"] or 0), _ip_key(g["ip"])))[:top]
+        kept = {id(g) for g in ranked[:top]} | {id(g) for g in churning if g["opened"]}
+        ranked = [g for g in ranked if id(g) in kept]
     for group in ranked:
         group["names"] = sorted(group["names"])
         group["lib_names"] = sorted(group["lib_names"])
@@ -284,14 +304,53 @@ def unreachable_result(conn: Connection) -> Dict[str, Any]:
     else:
         judged = {"storm": False, "severity": "none", "reasons": ["nothing measured: " + error]}
     return {"reachable": False, "saturated": conn.saturated, "error": error, "clients": None, "stats": None,
-            "rates": None, "latency_ms": None, "top_sources": [], "verdict": judged}
+            "rates": None, "latency_ms": None, "top_sources": [], "churn": None, "verdict": judged}
+
+
+def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float,
+                wave_wait_seconds: float) -> Tuple[List[client_churn.Read], List[int]]:
+    """CLIENT LIST reads ``sample_seconds`` apart, each with INFO's count of accepted connections.
+
+    Two reads make the window. When Redis was just emptied (before the window or in it), the reads go
+    on every ``sample_seconds`` until the reconnect wave settles (or ``wave_wait_seconds`` have passed),
+    and the window is the last two reads, after the wave: pools refilled, what still reconnects is the storm.
+    """
+    client = conn.live_client()
+    reads: List[client_churn.Read] = []
+    received: List[int] = []
+
+    def read() -> None:
+        at = time.monotonic()
+        own_id, listed = read_client_list(conn, options)
+        stats = _command(options, "INFO stats", functools.partial(client.info, "stats"))
+        reads.append((at, application_clients(listed, own_id)))
+        received.append(int(stats.get("total_connections_received", 0)))
+
+    def read_later() -> None:
+        pause = reads[-1][0] + sample_seconds - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        read()
+
+    read()
+    if sample_seconds <= 0:
+        return reads, received
+    deadline = reads[0][0] + sample_seconds + wave_wait_seconds
+    read_later()
+    emptied = client_churn.emptied_at(reads)
+    if emptied is not None:  # before the window or in it
+        while not client_churn.wave_settled(reads[emptied:]) and reads[-1][0] + sample_seconds <= deadline:
+            read_later()
+        read_later()
+    return reads, received
 
 
 def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_samples: int = 20, top: int = 10,
-            thresholds: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+            thresholds: Optional[Dict[str, Any]] = None, wave_wait_seconds: float = 5.0) -> Dict[str, Any]:
     """One read-only triage of Redis' clients: the redis_clients_info result."""
     # bad options fail before we touch Redis
-    for name, value in (("sample_seconds", sample_seconds), ("latency_samples", latency_samples), ("top", top)):
+    for name, value in (("sample_seconds", sample_seconds), ("latency_samples", latency_samples), ("top", top),
+                        ("wave_wait_seconds", wave_wait_seconds)):
         if value < 0:
             raise StormError("%s must be 0 or more (got %s)" % (name, value))
     merge_thresholds(thresholds)
@@ -300,14 +359,12 @@ def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_sample
         return unreachable_result(conn)
     try:
         client = conn.live_client()
+        latency = probe_latency(lambda: _command(options, "PING", client.ping), latency_samples)
         first = _info(conn, options)
         first_at = time.monotonic()
-        latency = probe_latency(lambda: _command(options, "PING", client.ping), latency_samples)
-        remaining = sample_seconds - (time.monotonic() - first_at)
-        if remaining > 0:
-            time.sleep(remaining)
-        # CLIENT LIST next to the second sample, so top_sources and clients.connected describe the same moment
-        own_id, listed = read_client_list(conn, options)
+        # the window's CLIENT LIST reads end next to the second INFO sample, so top_sources and
+        # clients.connected describe the same moment
+        reads, received = read_window(conn, options, sample_seconds, wave_wait_seconds)
         second = _info(conn, options) if sample_seconds > 0 else first
         elapsed = time.monotonic() - first_at if sample_seconds > 0 else 0.0
         maxclients = _maxclients(conn, options, second)
@@ -316,10 +373,12 @@ def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_sample
     clients = clients_view(second, maxclients)
     measured = rates(first, second, elapsed)
     judged = verdict({"utilization": clients["utilization"], **measured}, thresholds)
+    opened, window = client_churn.churn(reads, source_ip, received)
     return {
         "reachable": True, "saturated": False, "error": None,
         "clients": clients, "stats": stats_view(second), "rates": measured, "latency_ms": latency,
-        "top_sources": top_sources(application_clients(listed, own_id), top),
+        "top_sources": top_sources(reads[-1][1], top, opened if len(reads) > 1 else None),
+        "churn": window,
         "verdict": judged,
     }
 

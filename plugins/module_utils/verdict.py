@@ -18,6 +18,7 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional, Tuple
 
+from ansible_collections.fintech.redis_storm.plugins.module_utils import culprit
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 
 LADDER = (
@@ -50,6 +51,15 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "app_request_growth": 1.5,
     # Share (0..1) of connections held by one workload that counts as disproportionate.
     "offender_share": 0.5,
+    # Connections opened per second (CLIENT LIST ids across the window) that make a reconnect storm...
+    "reconnect_per_sec": 20.0,
+    # ...when they also replace this share of the held connections every second.
+    "reconnect_turnover": 0.1,
+    # Share (0..1) of held connections from pods an autoscaler started in the burst window: a scale-out burst.
+    "burst_share": 0.5,
+    # Share (0..1) of the ranking measure from which a second workload is named a culprit too (two storming at
+    # once); one whose own reconnects are a storm is named whatever its share.
+    "culprit_share": 0.4,
     # Log lines (over the lines read) that count as a signal.
     "retry_log_lines": 5.0,
     "timeout_log_lines": 5.0,
@@ -66,7 +76,7 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
 }
 
 RATIO_THRESHOLDS = ("utilization_warning", "utilization_critical", "app_error_ratio", "offender_share",
-                    "maxclients_fd_share")
+                    "maxclients_fd_share", "burst_share", "culprit_share")
 
 # Log signature names (storm_offenders_info's defaults) grouped by what they say.
 RETRY_SIGNATURES = ("retry",)
@@ -257,55 +267,60 @@ def build_offenders(
     prom: PromView,
     ingresses: List[Dict[str, Any]],
     top: int,
-) -> List[Dict[str, Any]]:
-    """Workloads ranked by connections, from the cluster's join, else Prometheus, else client names."""
+    limits: Dict[str, float],
+) -> Tuple[List[Dict[str, Any]], Optional[Dict[str, Any]]]:
+    """Workloads ranked by the storm's shape from Redis' numbers, and the culprit record.
+
+    From the cluster's join when Redis answered; from the apps' pool gauges only when Redis could not
+    be read; else from client names. The apps' gauges stand beside Redis' numbers as corroboration.
+    """
     workloads = list((kubernetes or {}).get("workloads") or []) if not _failed(kubernetes, "kubernetes") else []
+    redis_read = not _failed(redis, "redis") and bool((redis or {}).get("reachable"))
     offenders: List[Dict[str, Any]] = []
     for item in workloads:
         offenders.append({
             "namespace": item.get("namespace"), "kind": item.get("kind"), "name": item.get("name"),
             "connections": int(item.get("connections") or 0),
             "connection_share": float(item.get("connection_share") or 0.0),
+            "opened": item.get("opened"), "opened_per_sec": item.get("opened_per_sec"),
+            "young_pods": int(item.get("young_pods") or 0),
+            "young_pod_connections": int(item.get("young_pod_connections") or 0),
             "connections_from": "redis",
             "pods": item.get("pods"), "restarts": int(item.get("restarts") or 0),
             "crashloop": bool(item.get("crashloop")), "oomkilled": bool(item.get("oomkilled")),
             "hpa": item.get("hpa"), "hpa_state": _hpa_state(item.get("hpa"), item.get("pods")),
             "log_signatures": dict(item.get("log_signatures") or {}),
         })
-    now = sum(o["connections"] for o in offenders)
-    peaks = {id(o): prom.for_workload("client_connections_peak", str(o["namespace"]), str(o["name"]))
-             for o in offenders}
-    peak_total = sum(p for p in peaks.values() if p is not None)
-    if offenders and now == 0:
+    for offender in offenders:
+        namespace, name = str(offender["namespace"]), str(offender["name"])
+        offender["app_connections"] = _round(prom.for_workload("client_connections", namespace, name))
+        offender["app_connections_peak"] = _round(prom.for_workload("client_connections_peak", namespace, name))
+    record: Optional[Dict[str, Any]] = None
+    if offenders and not redis_read:
         # Redis could not be read: the apps' own pool gauges say who holds the connections.
         for offender in offenders:
-            held = prom.for_workload("client_connections", str(offender["namespace"]), str(offender["name"]))
+            held = offender["app_connections"]
             if held is not None:
                 offender["connections"] = round(held)
                 offender["connections_from"] = "prometheus"
             else:
                 offender["connections_from"] = "unknown"
         _reshare(offenders)
-    elif offenders and peak_total > 2 * now:
-        # Redis was just emptied (a network blip, a CLIENT KILL): the storm's peak in the apps' own
-        # gauges says who holds the connections better than the reconnect wave does.
-        for offender in offenders:
-            peak = peaks[id(offender)]
-            if peak is not None and peak > offender["connections"]:
-                offender["connections"] = round(peak)
-                offender["connections_from"] = "prometheus_peak"
-        _reshare(offenders)
+        offenders.sort(key=lambda o: (-o["connections"], -sum(int(_number(v) or 0) for v in o.get(
+            "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
+    elif offenders or (redis_read and not _failed(kubernetes, "kubernetes")):
+        # the join found no workload behind Redis' clients: the record says the culprit is uncertain, and why
+        offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
+                                          _number(((redis or {}).get("clients") or {}).get("utilization")))
     if not offenders:
-        offenders = _offenders_without_cluster(redis, prom)
+        offenders = sorted(_offenders_without_cluster(redis, prom), key=lambda o: (-o["connections"], str(o["name"])))
     for offender in offenders:
         namespace, name = str(offender.get("namespace") or ""), str(offender.get("name") or "")
         ingress = _ingress_for(ingresses, namespace, name) if namespace else None
         offender["ingress"] = "%s/%s" % (ingress.get("namespace", namespace), ingress.get("name")) if ingress else None
         offender["request_growth"] = _round(prom.for_workload("app_request_growth", namespace, name))
         offender["error_ratio"] = _round(prom.for_workload("app_error_ratio", namespace, name))
-    offenders.sort(key=lambda o: (-o["connections"], -sum(int(_number(v) or 0) for v in o.get(
-        "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
-    return offenders[:top] if top > 0 else offenders
+    return (offenders[:top] if top > 0 else offenders), record
 
 
 def _reshare(offenders: List[Dict[str, Any]]) -> None:
@@ -394,7 +409,7 @@ def triage_verdict(
         for reason in (kubernetes or {}).get("degraded") or []:
             degraded.append({"source": "kubernetes", "reason": str(reason), "partial": True})
 
-    offenders = build_offenders(kubernetes, redis, prom, list(ingresses or []), top)
+    offenders, named = build_offenders(kubernetes, redis, prom, list(ingresses or []), top, limits)
     counted_by = offenders[0].get("connections_from") if offenders else None
     _offender_evidence(evidence, offenders, limits,
                        "kubernetes" if not kube_problem else "prometheus" if counted_by == "prometheus" else "redis")
@@ -418,8 +433,10 @@ def triage_verdict(
             and _number(i["observed"]) is not None and float(i["observed"]) >= limits["utilization_critical"]]
         severity = "critical" if critical or impact else "warning"
 
+    if storm and named is not None:
+        _culprit_evidence(evidence, named, limits)
     bottleneck = _bottleneck(pressure + slow_redis, impact, answered, degraded)
-    rungs = _rungs(storm, offenders, evidence, limits, prom, redis, redis_fd_limit) if storm else []
+    rungs = _rungs(storm, offenders, evidence, limits, prom, redis, redis_fd_limit, named) if storm else []
     evidence.items.sort(key=lambda i: (not i["breached"], SOURCES.index(i["source"])))
     return {
         "storm": storm,
@@ -427,11 +444,12 @@ def triage_verdict(
         "bottleneck_confirmed": bottleneck,
         "evidence": evidence.items,
         "offenders": offenders,
+        "culprit": named,
         "recommended_rungs": rungs,
         "degraded_sources": degraded,
         "sources_answered": answered,
         "thresholds": limits,
-        "summary": _summary(storm, severity, bottleneck, offenders, rungs, degraded),
+        "summary": _summary(storm, severity, bottleneck, offenders, rungs, degraded, named),
     }
 
 
@@ -443,12 +461,22 @@ def summary_lines(verdict: Dict[str, Any], offenders: int = 3, evidence: int = 8
                  "yes" if bottleneck["confirmed"] else "no", bottleneck["confidence"], bottleneck["why"])]
     top = list(verdict["offenders"][:offenders])
     lines.append("Top offenders:" if top else "Top offenders: none found")
+    named = verdict.get("culprit")
+    if named:
+        lines.append("Culprit (%s, ranked by %s from %s): %s" % (
+            named["shape"].replace("_", " "), named["measure"], named["connections_from"], named["why"]))
     for rank, offender in enumerate(top, 1):
         hpa = offender.get("hpa_state")
-        lines.append("  %d. %s: %s connections (%s)%s%s" % (
+        lines.append("  %d. %s: %s connections (%s)%s%s%s%s" % (
             rank, _who(offender), offender["connections"], _pct(offender["connection_share"]),
+            ", %s opened/s" % _fmt(_number(offender["opened_per_sec"]), 1)
+            if offender.get("opened_per_sec") is not None else "",
+            ", %d from new pods" % offender["young_pod_connections"] if offender.get("young_pod_connections") else "",
             ", autoscaler %s" % hpa.replace("_", " ") if hpa not in (None, "none", "unknown") else "",
             ", %d restarts" % offender["restarts"] if offender.get("restarts") else ""))
+        if offender.get("app_connections") is not None and offender.get("connections_from") != "prometheus":
+            lines.append("     apps' own pool gauge: %s now, %s at peak" % (
+                _fmt(_number(offender["app_connections"]), 0), _fmt(_number(offender.get("app_connections_peak")), 0)))
     shown = [i for i in verdict["evidence"] if i["breached"]][:evidence]
     lines.append("Evidence:" if shown else "Evidence: nothing above its threshold")
     for item in shown:
@@ -579,6 +607,14 @@ def _offender_evidence(evidence: Collector, offenders: List[Dict[str, Any]], lim
                          ", paused" if hpa.get("paused") else ""))
 
 
+def _culprit_evidence(evidence: Collector, named: Dict[str, Any], limits: Dict[str, float]) -> None:
+    evidence.add("redis", "storm_shape", named["shape"], "pool_exhaustion|reconnect_storm|scale_out_burst|mixed",
+                 named["shape"] != culprit.POOL_EXHAUSTION, "; ".join(named["evidence"]))
+    evidence.add("redis", "culprit_share", named["share"], limits["culprit_share"],
+                 named["certain"] and named["share"] >= limits["culprit_share"],
+                 "ranked by %s (%s): %s" % (named["measure"], named["connections_from"], named["why"]))
+
+
 def _who(offender: Dict[str, Any]) -> str:
     return "/".join(str(x) for x in (offender.get("namespace"), offender.get("name")) if x)
 
@@ -618,11 +654,23 @@ def _rungs(
     prom: PromView,
     redis: Optional[Dict[str, Any]],
     fd_limit: Optional[int],
+    named: Optional[Dict[str, Any]] = None,
 ) -> List[Dict[str, Any]]:
-    """The ladder's rungs the evidence supports, in ladder order, each with its reason."""
+    """The ladder's rungs the evidence supports, in ladder order, each with its reason and the workload it acts on.
+
+    The rungs that act on an offender act on the top one, ranked by the storm's shape (``named``): a
+    reconnect storm supports turning the churning workload's retries off and opening its circuit
+    breaker; a burst, pausing the autoscaler that started its new pods; pool exhaustion, scaling the
+    holder down (any top offender that holds most connections). An uncertain culprit supports no rung
+    that acts on an offender.
+    """
     reasons: Dict[str, str] = {}
     top = offenders[0] if offenders else None
     holders = [o for o in offenders if o["connections"] > 0]
+    shape = named["shape"] if named else None
+    uncertain = named is not None and not named["certain"]
+    if uncertain:
+        top = None
 
     if top and top.get("ingress"):
         growth = _number(top.get("request_growth"))
@@ -634,7 +682,16 @@ def _rungs(
                       key=lambda pair: -pair[0])
     retry_lines = sum(count for count, _who in retrying)
     churn = evidence.breached("new_connections_per_sec")
-    if retry_lines >= limits["retry_log_lines"]:
+    churning = top is not None and shape in (culprit.RECONNECT_STORM, culprit.MIXED)
+    if churning and top is not None:
+        reasons["client_retries"] = "%s opens %s connections per second (%s of those opened in Redis' window): its " \
+                                    "retries reconnect in a loop" % (_who(top), _fmt(_number(top.get(
+                                        "opened_per_sec")), 1), _pct(top.get("churn_share")))
+        reasons["circuit_breaker"] = "%s reconnects in a loop: its open circuit breaker stops its Redis calls " \
+                                     "until Redis recovers" % _who(top)
+    elif uncertain:
+        pass
+    elif retry_lines >= limits["retry_log_lines"]:
         reasons["client_retries"] = "the clients log %d retry lines (most: %s, %d): retries multiply the " \
                                     "connections" % (retry_lines, retrying[0][1], retrying[0][0])
     elif churn:
@@ -646,7 +703,9 @@ def _rungs(
     largest_other = max([_signature_count(o.get("log_signatures") or {}, (name,)) for o in offenders
                          for name in REFUSAL_SIGNATURES] or [0])
     slow = evidence.breached("app_latency_p99_seconds")
-    if timeout_count is not None and (timeout_count >= largest_other or slow):
+    if "circuit_breaker" in reasons or uncertain:
+        pass
+    elif timeout_count is not None and (timeout_count >= largest_other or slow):
         reasons["circuit_breaker"] = "timeouts dominate: %d RedisTimeoutException lines%s: fail fast instead of " \
                                      "piling up" % (timeout_count, ", app p99 %ss" % _fmt(_number(slow[0]["observed"]))
                                                     if slow else " (more than any other error)")
@@ -667,6 +726,7 @@ def _rungs(
                                     "load grew evenly, Redis needs room" % (
                                         len(holders), _who(top), _pct(top["connection_share"]))
 
+    # the top offender of any shape is scaled down only when it also holds the connections
     if top and top["connections"] > 0 and top["connection_share"] >= limits["offender_share"]:
         reasons["offender_scale_down"] = "%s holds %s of the connections (threshold %s)" % (
             _who(top), _pct(top["connection_share"]), _pct(limits["offender_share"]))
@@ -677,16 +737,25 @@ def _rungs(
                                "connections" % (hpa.get("kind", "autoscaler"), _who(top),
                                                 top["hpa_state"].replace("_", " "), hpa.get("current", top.get("pods")),
                                                 hpa.get("desired"), hpa.get("min"), hpa.get("max"))
-    return [{"rung": rung, "reason": reasons[rung]} for rung in LADDER if rung in reasons]
+    acting = ("ingress_rate_limit", "client_retries", "circuit_breaker", "offender_scale_down", "hpa_pause")
+    return [dict({"rung": rung, "reason": reasons[rung]}, **({"workload": _who(top)} if top and rung in acting else {}))
+            for rung in LADDER if rung in reasons]
 
 
 def _summary(storm: bool, severity: str, bottleneck: Dict[str, Any], offenders: List[Dict[str, Any]],
-             rungs: List[Dict[str, Any]], degraded: List[Dict[str, Any]]) -> str:
+             rungs: List[Dict[str, Any]], degraded: List[Dict[str, Any]],
+             named: Optional[Dict[str, Any]] = None) -> str:
     if not storm:
         text = "no connection storm"
     else:
         text = "%s connection storm" % severity
-        if offenders and offenders[0]["connections"] > 0:
+        if named is not None and not named["certain"]:
+            text += ", culprit uncertain: %s" % named["why"]
+        elif named is not None:
+            text += ", top offender %s (%s, %s of the %s, %s points ahead)" % (
+                ", then ".join(named["workloads"]), named["shape"].replace("_", " "), _pct(named["share"]),
+                named["measure"], _fmt(named["margin"] * 100, 1))
+        elif offenders and offenders[0]["connections"] > 0:
             top = offenders[0]
             text += ", top offender %s (%s of connections)" % (_who(top), _pct(top["connection_share"]))
         text += "; Redis %s the bottleneck (%s confidence)" % (

@@ -53,7 +53,7 @@ def _guarded(read: Callable[[], View]) -> View:
 
 def read_redis(params: Dict[str, Any]) -> View:
     answer = redis_clients.collect(redis_options(params), params["sample_seconds"], params["latency_samples"],
-                                   params["top"])
+                                   params["top"], wave_wait_seconds=params["wave_wait_seconds"])
     return dict(answer, changed=False)
 
 

@@ -10,12 +10,19 @@ module: redis_clients_info
 short_description: Redis' own view of a connection storm (clients, rates, sources, latency, verdict)
 description:
   - Reads C(INFO clients) and C(INFO stats) twice, O(sample_seconds) apart, for the rate of new and rejected
-    connections; times O(latency_samples) C(PING)s; and reads C(CLIENT LIST) exactly once, grouped by source IP.
+    connections; times O(latency_samples) C(PING)s; and reads C(CLIENT LIST) at both ends of that window, grouped
+    by source IP. Client ids grow with every new connection, so the two reads give the connections each source
+    opened in the window (RV(top_sources[].opened)) as well as those it holds.
+  - When every client is younger than 10 seconds (Redis was just emptied by a network blip, a C(CLIENT KILL) or a
+    restart), every pool reconnects at once and that wave says nothing about who storms, so C(CLIENT LIST) is read
+    again every O(sample_seconds) until the wave settles, at most O(wave_wait_seconds) longer, and the window is
+    the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
   - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
     C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a
     critical storm verdict, the strongest storm signal there is.
-  - C(CLIENT LIST) blocks Redis for about a microsecond per client; it is called once per run.
+  - C(CLIENT LIST) blocks Redis for about a microsecond per client; it is called twice per run (a few times more
+    only while a reconnect wave settles).
 version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
@@ -40,9 +47,16 @@ options:
     default: 20
   top:
     description:
-      - Number of source IPs to return in RV(top_sources), most connections first. V(0) returns all.
+      - Number of source IPs to return in RV(top_sources), most connections first, plus those among the O(top)
+        that opened the most connections in the window. V(0) returns all.
     type: int
     default: 10
+  wave_wait_seconds:
+    description:
+      - When Redis was just emptied, how much longer to keep reading C(CLIENT LIST) for the reconnect wave.
+      - V(0) reads the window only.
+    type: float
+    default: 5.0
   fail_on_unreachable:
     description:
       - Fail the task when Redis cannot be reached for a reason other than saturation (refused, timeout, DNS).
@@ -261,6 +275,71 @@ top_sources:
       type: int
       returned: always
       sample: 2
+    age_max:
+      description: Age of the oldest of these connections, in seconds.
+      type: int
+      returned: always
+      sample: 300
+    opened:
+      description:
+        - Connections from this address opened in the sampling window that a read saw (client ids newer than the
+          window's first read, or C(age) 0 at it); null when O(sample_seconds=0).
+      type: int
+      returned: always
+      sample: 35
+    opened_per_sec:
+      description: RV(top_sources[].opened) over the window's length; null when O(sample_seconds=0).
+      type: float
+      returned: always
+      sample: 140.0
+churn:
+  description: The sampling window the C(CLIENT LIST) reads span; null when unreachable.
+  returned: always
+  type: dict
+  sample: {window_seconds: 0.26, reads: 2, emptied: false, wave_settled: null, waited_seconds: 0.0, opened: 37,
+           opened_per_sec: 142.3}
+  contains:
+    window_seconds:
+      description: From the window's first read to its last (the last two reads).
+      type: float
+      returned: when reachable
+      sample: 0.26
+    reads:
+      description: How many times C(CLIENT LIST) was read.
+      type: int
+      returned: when reachable
+      sample: 2
+    emptied:
+      description: Every client was younger than 10 seconds at the first read (Redis was just emptied).
+      type: bool
+      returned: when reachable
+      sample: false
+    wave_settled:
+      description:
+        - When emptied, whether the reconnect wave settled (a read found almost no new client) before the window;
+          null otherwise.
+      type: bool
+      returned: when reachable
+      sample: null
+    waited_seconds:
+      description: Seconds of reads before the window (waiting for the reconnect wave); 0 when not emptied.
+      type: float
+      returned: when reachable
+      sample: 0.0
+    opened:
+      description:
+        - Connections opened in the window that a read saw (ids newer than the first read, or C(age) 0 at it),
+          over all addresses.
+      type: int
+      returned: when reachable
+      sample: 37
+    opened_per_sec:
+      description:
+        - Connections Redis accepted per second in the window (C(INFO stats)), or RV(churn.opened) over the
+          window when more; each address' RV(top_sources[].opened_per_sec) is its share of this rate.
+      type: float
+      returned: when reachable
+      sample: 142.3
 verdict:
   description: Whether Redis shows a connection storm, how bad, and why.
   returned: always
@@ -324,7 +403,7 @@ def main() -> None:
     params = module.params
     try:
         result = collect(redis_options(params), params["sample_seconds"], params["latency_samples"],
-                         params["top"], params["thresholds"])
+                         params["top"], params["thresholds"], params["wave_wait_seconds"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     if not result["reachable"] and not result["saturated"] and params["fail_on_unreachable"]:

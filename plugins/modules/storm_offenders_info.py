@@ -58,6 +58,12 @@ options:
       - Read pod CPU from the metrics.k8s.io API. Its absence is reported in C(degraded), not as a failure.
     type: bool
     default: true
+  young_pod_seconds:
+    description:
+      - Pods started less than this many seconds ago are young; their connections are counted in
+        RV(workloads[].young_pod_connections), the measure of a scale-out burst.
+    type: int
+    default: 300
 extends_documentation_fragment:
   - fintech.redis_storm.kube
 attributes:
@@ -133,6 +139,18 @@ workloads:
     connection_share:
       description: Fraction (0 to 1) of all connections in O(sources), unattributed ones included.
       type: float
+    opened:
+      description: Connections the workload opened in Redis' sampling window (from O(sources)); null without it.
+      type: int
+    opened_per_sec:
+      description: Connections the workload opened per second in Redis' sampling window; null without it.
+      type: float
+    young_pods:
+      description: Live pods of the workload started less than O(young_pod_seconds) ago.
+      type: int
+    young_pod_connections:
+      description: Redis connections from those young pods.
+      type: int
     pods:
       description: Live pods the workload has in the namespaces read.
       type: int

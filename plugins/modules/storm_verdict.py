@@ -13,8 +13,14 @@ description:
     M(fintech.redis_storm.prometheus_query) (run with O(fintech.redis_storm.prometheus_query#module:queries))
     and M(fintech.redis_storm.storm_offenders_info) as they are, failed or not, and returns RV(storm_triage).
   - Whether there is a storm and how severe, whether Redis is the bottleneck and how sure, the evidence with
-    its thresholds, the offenders ranked by connections, the rungs of the mitigation ladder the evidence
-    supports (in ladder order, each with its reason) and the sources that could not be read.
+    its thresholds, the storm's shape and its culprit, the offenders ranked by the measure that fits the shape,
+    the rungs of the mitigation ladder the evidence supports (in ladder order, each with its reason and the
+    workload it acts on) and the sources that could not be read.
+  - The shape comes from Redis' own numbers per workload, C(CLIENT LIST) across the sampling window joined with
+    pods - connections held (pool exhaustion), connections opened per second (reconnect storm), connections from
+    pods an autoscaler just started (scale-out burst), or both of the last two (mixed). The apps' pool gauges
+    (C(client_connections), C(client_connections_peak)) are shown beside each offender and rank only when Redis
+    could not be read.
   - A Redis that refused our connection because it is at maxclients makes the verdict critical on its own.
   - Pure computation, no I/O (but the optional O(output_file)); the role calls it so no logic lives in Jinja.
   - Runs on the controller as an action plugin (no module round trip); the module runs the same code where
@@ -42,7 +48,8 @@ options:
         C(new_connections_per_sec) 100, C(rejected_connections) 1, C(redis_latency_ms) 5, C(app_error_ratio) 0.05,
         C(app_latency_p95_seconds) 0.25, C(app_latency_p99_seconds) 0.5, C(app_request_growth) 1.5,
         C(offender_share) 0.5, C(retry_log_lines) 5, C(timeout_log_lines) 5, C(error_log_lines) 5, C(restarts) 3,
-        C(maxclients_fd_share) 0.5, C(db_connections) 200, C(queue_backlog) 1000).
+        C(maxclients_fd_share) 0.5, C(db_connections) 200, C(queue_backlog) 1000, C(reconnect_per_sec) 20,
+        C(reconnect_turnover) 0.1, C(burst_share) 0.5, C(culprit_share) 0.4).
       - Ratios must be between 0 and 1; an unknown name is an error.
     type: dict
     default: {}
@@ -106,12 +113,17 @@ storm_triage:
          note: "redis_connected_clients / redis_config_maxclients (400 of 400)"}
     offenders:
       - {namespace: trading, kind: Deployment, name: trading-api, connections: 320, connection_share: 0.8,
-         connections_from: redis, pods: 8, restarts: 0, crashloop: false, oomkilled: false, hpa_state: scaling_up,
+         connections_from: redis_burst, pods: 8, restarts: 0, crashloop: false, oomkilled: false, hpa_state: scaling_up,
          hpa: {kind: HorizontalPodAutoscaler, name: trading-api, current: 8, desired: 16, min: 3, max: 48,
                paused: false},
          log_signatures: {retry: 40}, ingress: trading/trading-api, request_growth: 3.1, error_ratio: 0.2}
+    culprit: {shape: scale_out_burst, measure: connections from pods started in the burst window,
+              connections_from: redis_burst, certain: true, share: 0.85, margin: 0.75,
+              workloads: [trading/trading-api], evidence: ["300 of the 400 connections held come from pods ..."],
+              why: "trading/trading-api leads with 85% of the connections from pods ..., 75 points ahead of the next"}
     recommended_rungs:
-      - {rung: offender_scale_down, reason: "trading/trading-api holds 80% of the connections (threshold 50%)"}
+      - {rung: offender_scale_down, reason: "trading/trading-api holds 80% of the connections (threshold 50%)",
+         workload: trading/trading-api}
     degraded_sources: [{source: kubernetes, reason: "logs of trading/x: ...", partial: true}]
     sources_answered: [redis, prometheus, kubernetes]
     thresholds: {utilization_warning: 0.8}
@@ -132,13 +144,27 @@ storm_triage:
       type: list
       elements: dict
     offenders:
-      description: Workloads ranked by connections with share, where the count came from, HPA state, restarts,
-        log signatures, ingress and request growth.
+      description:
+        - Workloads ranked by the storm's shape, each with connections held and their share, connections opened
+          per second, connections from young pods, its share of the ranking measure (C(measure_share)), where
+          the ranking came from (C(connections_from) V(redis_held), V(redis_churn), V(redis_burst),
+          V(redis_churn_burst); V(prometheus) when Redis could not be read; V(client_name) without the cluster),
+          the apps' own gauges (C(app_connections), C(app_connections_peak)), HPA state, restarts, log
+          signatures, ingress and request growth.
       type: list
       elements: dict
+    culprit:
+      description:
+        - The storm's shape (V(pool_exhaustion), V(reconnect_storm), V(scale_out_burst), V(mixed)) with its
+          C(evidence), the C(measure) that ranked the offenders and C(connections_from), how sure (C(share) of
+          the leading measure, C(margin) over the second), the culprits named in order (C(workloads)), and
+          C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had not settled within
+          the wait.
+        - Null when Redis could not be read.
+      type: dict
     recommended_rungs:
-      description: Rungs of the ladder the evidence supports, in ladder order, each C({rung, reason}); empty
-        without a storm.
+      description: Rungs of the ladder the evidence supports, in ladder order, each C({rung, reason}) and the
+        C(workload) the rung acts on; empty without a storm.
       type: list
       elements: dict
     degraded_sources:

@@ -69,10 +69,16 @@ options:
         default: 20
       top:
         description:
-          - Number of source IPs returned in C(redis.top_sources), most connections first, and joined with pods.
-            V(0) returns all.
+          - Number of source IPs returned in C(redis.top_sources), most connections first (plus those of the
+            O(redis.top) that opened the most connections), and joined with pods. V(0) returns all.
         type: int
         default: 10
+      wave_wait_seconds:
+        description:
+          - When Redis was just emptied (every client younger than 10 seconds), how much longer to keep reading
+            C(CLIENT LIST) for the reconnect wave, as for M(fintech.redis_storm.redis_clients_info).
+        type: float
+        default: 5.0
   prometheus:
     description:
       - The Prometheus to ask and the named queries, as for M(fintech.redis_storm.prometheus_query).
@@ -134,6 +140,10 @@ options:
         description: Read pod CPU from the metrics.k8s.io API.
         type: bool
         default: true
+      young_pod_seconds:
+        description: Pods started less than this many seconds ago count as a scale-out burst's new pods.
+        type: int
+        default: 300
       kubeconfig:
         description: Path to a kubeconfig file. Falls back to E(K8S_AUTH_KUBECONFIG), then C(~/.kube/config).
         type: path

@@ -162,6 +162,11 @@ def assert_names_the_culprit(run: Triage, name: str) -> None:
     assert verdict["severity"] == "critical", seen
     assert verdict["bottleneck_confirmed"]["confirmed"] is True, seen
     assert "%s/%s" % (run.top["namespace"], run.top["name"]) == culprit, verdict["offenders"][:3]
+    # Redis' own measure names the culprit whenever Redis let triage in; the apps' gauges count only when it
+    # refused (a full Redis), never beside a Redis that answered.
+    refused = [d for d in verdict["degraded_sources"] if d["source"] == "redis" and not d.get("partial")]
+    expected_source = "prometheus" if refused else "redis_"
+    assert str(run.top["connections_from"]).startswith(expected_source), (run.top, refused, verdict.get("culprit"))
     missing = [rung for rung in spec["expected_rungs"] if rung not in run.rungs]
     assert not missing, "%s: expected %s, recommended %s" % (name, spec["expected_rungs"], verdict["recommended_rungs"])
     assert run.rungs == [r for r in LADDER if r in run.rungs], "rungs out of ladder order: %s" % run.rungs

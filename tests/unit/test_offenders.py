@@ -319,3 +319,38 @@ def test_finder_lists_cluster_wide_when_no_namespaces() -> None:
     result = OffenderFinder(kube, [], 50, DEFAULT_LOG_SIGNATURES, 5, True).find([source("127.0.0.9", 3)])
     assert kube.calls == ["/api/v1/pods"]
     assert result["workloads"] == [] and result["unattributed_connections"][0]["ip"] == "127.0.0.9"
+
+
+def started(the_pod: Dict[str, Any], stamp: Optional[str], field: str = "startTime") -> Dict[str, Any]:
+    if field == "startTime":
+        the_pod["status"]["startTime"] = stamp
+    else:
+        the_pod["metadata"]["creationTimestamp"] = stamp
+    return the_pod
+
+
+NOW = 1796083200.0  # 2026-12-01T00:00:00Z
+
+
+@pytest.mark.parametrize(("stamp", "field", "young"), [
+    ("2026-11-30T23:59:00Z", "startTime", True),  # 60 s ago
+    ("2026-11-30T23:50:00Z", "startTime", False),  # 600 s ago
+    ("2026-11-30T23:58:20Z", "creationTimestamp", True),  # no startTime yet: its creation
+    (None, "startTime", False),  # unknown age is not young
+])
+def test_young_pods_bring_their_connections_into_the_burst(stamp: Optional[str], field: str, young: bool) -> None:
+    pods = [started(pod("pay", "api-1", "10.0.0.1", ("ReplicaSet", "api-7d")), stamp, field),
+            started(pod("pay", "api-2", "10.0.0.2", ("ReplicaSet", "api-7d")), "2026-11-30T20:00:00Z")]
+    sources = [dict(source("10.0.0.1", 30), opened=12, opened_per_sec=48.0),
+               dict(source("10.0.0.2", 20), opened=3, opened_per_sec=12.0)]
+    workloads, _ = attribute(sources, pods, {("pay", "api-7d"): replicaset("pay", "api-7d", "api")},
+                               young_pod_seconds=300, now=NOW)
+    item = workloads[("pay", "Deployment", "api")]
+    assert (item["young_pods"], item["young_pod_connections"]) == ((1, 30) if young else (0, 0))
+    assert (item["opened"], item["opened_per_sec"]) == (15, 60.0)
+
+
+def test_a_workload_that_only_churns_is_kept() -> None:
+    pods = [pod("w", "churner-1", "10.0.0.9", ("ReplicaSet", "churner-1a"))]
+    workloads, _ = attribute([dict(source("10.0.0.9", 0), opened=4, opened_per_sec=90.0)], pods, {})
+    assert [(k[2], v["opened_per_sec"]) for k, v in workloads.items()] == [("churner-1a", 90.0)]

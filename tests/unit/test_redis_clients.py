@@ -5,6 +5,7 @@ import ssl
 
 import pytest
 import redis
+from ansible_collections.fintech.redis_storm.plugins.module_utils import client_churn as churn
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_clients as rc
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import Connection, classify
@@ -269,3 +270,99 @@ def test_reading_from_an_unreachable_connection_is_a_storm_error_with_its_cause(
     refused = Connection(None, reachable=False, error="Redis at 10.0.0.1:6379 refused the TCP connection")
     with pytest.raises(StormError, match=r"no connection to Redis: Redis at 10\.0\.0\.1:6379 refused"):
         rc.read_client_list(refused, {})
+
+
+# ------------------------------------------------------------------ connections opened across the window
+
+def clients(*specs):
+    """(id, ip, age) triples as CLIENT LIST clients."""
+    return [{"id": str(i), "addr": "%s:%d" % (ip, 40000 + i), "age": str(age), "flags": "N"} for i, ip, age in specs]
+
+
+OLD = clients((1, "10.0.0.1", 300), (2, "10.0.0.1", 300), (3, "10.0.0.2", 200))
+
+
+@pytest.mark.parametrize(("reads", "received", "per_ip", "summary"), [
+    pytest.param([(0.0, OLD), (1.0, OLD)], (100, 100), {},
+                 {"emptied": False, "opened": 0, "opened_per_sec": 0.0, "reads": 2, "wave_settled": None},
+                 id="nothing-new"),
+    pytest.param([(0.0, OLD[:2] + clients((3, "10.0.0.2", 2))),
+                  (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (9, "10.0.0.3", 0)))], (100, 106),
+                 {"10.0.0.2": (1, 6.0), "10.0.0.3": (1, 3.0)},
+                 {"emptied": False, "opened": 2, "window_seconds": 1.0, "opened_per_sec": 6.0},
+                 id="a-replaced-connection-and-a-new-address-share-what-info-accepted"),
+    pytest.param([(0.0, OLD + clients((5, "10.0.0.3", 0))), (0.5, OLD + clients((6, "10.0.0.3", 0)))], (100, 120),
+                 {"10.0.0.3": (2, 40.0)},
+                 {"emptied": False, "opened": 2, "opened_per_sec": 40.0, "window_seconds": 0.5},
+                 id="a-short-lived-connection-replaced-by-another"),
+    pytest.param([(0.0, OLD), (1.0, OLD[:2] + clients((4, "10.0.0.2", 0), (5, "10.0.0.2", 0)))], (),
+                 {"10.0.0.2": (2, 0.0)}, {"opened_per_sec": 2.0}, id="without-info-the-sample-is-the-rate"),
+    pytest.param([(0.0, clients(*((i, "10.0.0.9", 60) for i in range(1, 11)))),
+                  (1.0, clients(*((i, "10.0.0.9", 61) for i in range(1, 11)),
+                                *((i, "10.0.0.9", 0) for i in range(20, 70))))],
+                 (100, 150), {"10.0.0.9": (50, 0.0)}, {"opened": 50, "opened_per_sec": 50.0},
+                 id="a-pool-refilling-is-not-churn"),
+])
+def test_churn_counts_the_connections_opened_per_address(reads, received, per_ip, summary):
+    found, window = churn.churn(reads, rc.source_ip, received)
+    assert found == per_ip
+    assert window == {**window, **summary}
+
+
+WAVE = [(0.0, clients(*((i, "10.0.0.1", 0) for i in range(1, 11)))),
+        (0.5, clients(*((i, "10.0.0.1", 0) for i in range(1, 101)))),  # the idle pool refills
+        (1.0, clients(*((i, "10.0.0.1", 1) for i in range(1, 101)), (101, "10.0.0.2", 0))),  # settled
+        (1.5, clients(*((i, "10.0.0.1", 1) for i in range(1, 101)), (102, "10.0.0.2", 0)))]
+
+
+def test_after_a_blip_the_window_is_read_after_the_reconnect_wave():
+    found, window = churn.churn(WAVE, rc.source_ip, (0, 90, 101, 102))
+    # the wave's 100 reconnects of the idle pool are not churn; the address still reconnecting is
+    assert found == {"10.0.0.2": (2, 4.0)}
+    assert window == {"window_seconds": 0.5, "reads": 4, "emptied": True, "wave_settled": True, "waited_seconds": 1.0,
+                      "opened": 2, "opened_per_sec": 4.0}
+    _, unsettled = churn.churn(WAVE[:2], rc.source_ip)
+    assert (unsettled["emptied"], unsettled["wave_settled"]) == (True, False)
+
+
+@pytest.mark.parametrize(("ages", "emptied"), [((0, 3, 9), True), ((0, 3, 10), False), ((), True)])
+def test_just_emptied_means_every_client_is_young(ages, emptied):
+    assert churn.just_emptied(clients(*((i, "10.0.0.1", age) for i, age in enumerate(ages)))) is emptied
+
+
+@pytest.mark.parametrize(("reads", "settled"), [
+    ([(0, clients((1, "a", 0))), (1, clients((1, "a", 1), (2, "a", 0)))], False),
+    ([(0, clients((1, "a", 0))), (1, clients((1, "a", 1), (2, "a", 0))), (2, clients((1, "a", 2), (3, "a", 0)))],
+     False),
+    ([(0, clients(*((i, "a", 0) for i in range(40)))), (1, clients(*((i, "a", 1) for i in range(40)))),
+      (2, clients(*((i, "a", 2) for i in range(41))))], True),
+])
+def test_the_wave_settles_when_a_read_finds_almost_nothing_new(reads, settled):
+    assert churn.wave_settled(reads) is settled
+
+
+def test_top_sources_keeps_the_churning_address_beyond_top():
+    listed = make("10.0.0.1", 50, 1) + make("10.0.0.2", 30, 100) + make("10.0.0.3", 2, 200)
+    sources = rc.top_sources(listed, top=2, opened={"10.0.0.3": (2, 80.0)})
+    assert [(s["ip"], s["opened"], s["opened_per_sec"]) for s in sources] == [
+        ("10.0.0.1", 0, 0.0), ("10.0.0.2", 0, 0.0), ("10.0.0.3", 2, 80.0)]
+    assert rc.top_sources(listed, top=2)[0]["opened"] is None
+
+
+def test_a_blip_inside_the_window_is_waited_out_too():
+    old = clients((1001, "10.0.0.1", 300), (1002, "10.0.0.1", 300), (1003, "10.0.0.2", 200))
+    reads = [(0.0, old), *WAVE[1:]]  # emptied between the first read and the second
+    found, window = churn.churn(reads, rc.source_ip, (0, 90, 101, 102))
+    assert found == {"10.0.0.2": (2, 4.0)}
+    assert (window["emptied"], window["wave_settled"]) == (True, True)
+    _, mid_wave = churn.churn(reads[:2], rc.source_ip)
+    assert (mid_wave["emptied"], mid_wave["wave_settled"]) == (True, False)
+
+
+def test_a_blip_that_takes_a_while_still_empties_redis():
+    pool = clients(*((i, "10.0.0.1", 60) for i in range(1, 101)))
+    churner = clients((500, "10.0.0.2", 0), (501, "10.0.0.2", 0))
+    half_killed = pool[60:] + clients(*((i, "10.0.0.1", 0) for i in range(600, 640)))
+    assert churn.emptied_at([(0.0, pool + churner), (0.5, half_killed)]) == 1
+    # short-lived clients coming and going never look like a blip
+    assert churn.emptied_at([(0.0, pool + churner), (0.5, pool + clients((502, "10.0.0.2", 0)))]) is None

@@ -71,6 +71,13 @@ def _market_open() -> dict[str, object]:
          "not scaled by a KEDA ScaledObject"),
         (lambda d: d.update(app_config=[{"workload": "trading/trading-api", "env": {"REDIS_POOL_MAX": "lots"}}]),
          "app_config.0.env.REDIS_POOL_MAX", "does not match"),
+        (lambda d: d.update(culprits=[{"namespace": "wallet", "name": "wallet-service"},
+                                      {"namespace": "trading", "name": "trading-api"}]),
+         "culprits.0", "must be the culprit, trading/trading-api"),
+        (lambda d: d.update(culprits=[{"namespace": "trading", "name": "trading-api"},
+                                      {"namespace": "trading", "name": "ghost"}]), "culprits.1", "is not a workload"),
+        (lambda d: d.update(culprits=[{"namespace": "trading", "name": "trading-api"}]), "culprits",
+         "is too short"),
     ],
 )
 def test_a_bad_scenario_is_refused_naming_file_and_field(tmp_path: Path, change, field: str, words: str) -> None:
@@ -119,3 +126,9 @@ def test_a_bad_world_is_refused(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ScenarioError, match=r"field workloads\.0\.pool\.min: 'many' is not of type 'integer'"):
         load_world(path)
+
+
+def test_two_storms_names_both_culprits_in_order() -> None:
+    scenario = load_scenario("two-storms")
+    assert scenario.culprit_keys == ["payments/payments-api", "wallet/wallet-service"]
+    assert load_scenario("retry-storm").culprit_keys == ["payments/payments-api"]

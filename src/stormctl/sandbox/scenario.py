@@ -51,16 +51,23 @@ class Scenario:
     flags: dict[str, dict[str, bool]] = field(default_factory=dict)
     events: tuple[StormEvent, ...] = ()
     path: Optional[Path] = None
+    culprits: tuple[tuple[str, str], ...] = ()
 
     @property
     def culprit_key(self) -> str:
         return "%s/%s" % self.culprit
+
+    @property
+    def culprit_keys(self) -> list[str]:
+        """Every storming workload in the order triage should name them (the culprit alone, usually)."""
+        return ["%s/%s" % c for c in self.culprits or (self.culprit,)]
 
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "description": self.description,
             "culprit": {"namespace": self.culprit[0], "name": self.culprit[1]},
+            "culprits": [{"namespace": ns, "name": name} for ns, name in self.culprits or (self.culprit,)],
             "maxclients": self.maxclients,
             "recovery_seconds": self.recovery_seconds,
             "expected_rungs": list(self.expected_rungs),
@@ -274,6 +281,13 @@ def load_scenario(name_or_path: Union[str, Path], world: Optional[World] = None)
     if culprit not in known:
         raise ScenarioError("%s: field culprit: %s is not a workload of the world (%s)"
                             % (path, culprit, ", ".join(sorted(known))))
+    culprits = ["%s/%s" % (c["namespace"], c["name"]) for c in data.get("culprits", [])]
+    for i, key in enumerate(culprits):
+        if key not in known:
+            raise ScenarioError("%s: field culprits.%d: %s is not a workload of the world (%s)"
+                                % (path, i, key, ", ".join(sorted(known))))
+    if culprits and culprits[0] != culprit:
+        raise ScenarioError("%s: field culprits.0: %s must be the culprit, %s" % (path, culprits[0], culprit))
     for section in ("traffic", "queues", "app_config", "flags"):
         for i, item in enumerate(data.get(section, [])):
             if item["workload"] not in known:
@@ -298,4 +312,5 @@ def load_scenario(name_or_path: Union[str, Path], world: Optional[World] = None)
         events=tuple(StormEvent(action=e["action"], at_seconds=e["at_seconds"], every_seconds=e.get("every_seconds"),
                                 pause_ms=e.get("pause_ms", 0)) for e in data.get("events", [])),
         path=path,
+        culprits=tuple((c["namespace"], c["name"]) for c in data.get("culprits", [])),
     )

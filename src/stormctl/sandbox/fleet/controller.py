@@ -145,6 +145,7 @@ class Controller:
             c.pool_max = cfg.as_int(env.get("REDIS_POOL_MAX"), 8)
             c.pool_min = cfg.as_int(env.get("REDIS_POOL_MIN"), 0)
             c.retry_attempts = cfg.as_int(env.get("REDIS_RETRY_ATTEMPTS"), 3)
+            c.conn_max_age = cfg.as_int(env.get("REDIS_CONN_MAX_AGE_MS"), 0) / 1000.0
             c.cpu_request_m = cfg.cpu_request(template)
             if known is not None:
                 c.hold = known.traffic.hold_ms / 1000.0

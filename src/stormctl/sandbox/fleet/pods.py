@@ -68,6 +68,7 @@ class AppConfig:
     pool_max: int = 8
     pool_min: int = 0
     retry_attempts: int = 3
+    conn_max_age: float = 0.0
     aggressive_retries: bool = False
     breaker_open: bool = False
     mesh_max_connections: Optional[int] = None
@@ -381,6 +382,7 @@ class PodRuntime:
                 conn.close()
                 raise ConnectFailure("reset", "Connection reset by peer (pod stopping)")
             self.connect_failures = 0
+            conn.opened_at = time.monotonic()
             conn.on_lost = self._connection_lost
             self.conns.add(conn)
             return conn
@@ -406,6 +408,14 @@ class PodRuntime:
             raise PoolTimeout(exhausted) from None
 
     def release(self, conn: RedisConnection) -> None:
+        max_age = self.workload.config.conn_max_age
+        if max_age and not conn.lost and conn in self.conns and time.monotonic() - conn.opened_at > max_age:
+            # retired, not pooled: a request waiting for it gets a fresh connection instead
+            self.conns.discard(conn)
+            conn.close()
+            if self.waiters:
+                self._spawn(self._replace_retired())
+            return
         if conn.lost or conn not in self.conns:
             self.conns.discard(conn)
             conn.close()
@@ -456,6 +466,13 @@ class PodRuntime:
             return
         finally:
             self.filling -= 1
+        self.release(conn)
+
+    async def _replace_retired(self) -> None:
+        try:
+            conn = await self._connect(time.monotonic() + self.workload.config.timeout)
+        except ConnectFailure:
+            return
         self.release(conn)
 
     def _spawn(self, coro: Any) -> None:

@@ -81,6 +81,7 @@ class RedisConnection(asyncio.Protocol):
         self.lost = False
         self.lost_reason = "Connection reset by peer"
         self.idle_since = 0.0
+        self.opened_at = 0.0
         self.closing = False
         self.on_lost: Optional[Callable[[RedisConnection], None]] = None
         self.unsolicited: list[Reply] = []
