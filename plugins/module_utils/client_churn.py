@@ -51,7 +51,7 @@ def dropped(before: Sequence[Dict[str, str]], after: Sequence[Dict[str, str]]) -
 
 def emptied_at(reads: Sequence[Read]) -> Optional[int]:
     """The first read at which Redis had just been emptied (or was being emptied), or None."""
-    return next((index for index, (_, clients) in enumerate(reads)
+    return next((index for index, (_at, clients) in enumerate(reads)
                  if just_emptied(clients) or (index and dropped(reads[index - 1][1], clients))), None)
 
 
@@ -81,7 +81,7 @@ def wave_settled(reads: Sequence[Read]) -> bool:
     """The last read found (almost) no client the earlier reads had not seen, and lost (almost) none."""
     if len(reads) < 2:
         return False
-    before = {_int(c, "id") for _, clients in reads[:-1] for c in clients}
+    before = {_int(c, "id") for _at, clients in reads[:-1] for c in clients}
     new = [c for c in reads[-1][1] if _int(c, "id") not in before]
     shrinking = len(reads[-1][1]) < (1 - WAVE_SETTLED_SHARE) * len(reads[-2][1])
     return bool(before) and len(new) <= WAVE_SETTLED_SHARE * len(before) and not shrinking
