@@ -132,7 +132,9 @@ def test_triage_names_the_culprit_the_dry_run_changes_nothing_and_the_ladder_rec
             assert all(e.get("deferred") for e in left) or "waits for" in first.output, first.output[-4000:]
             clients = held.client.info("clients")["connected_clients"]
             assert clients < int(held.config()["maxclients"]), "rollback pushed Redis to maxclients"
-        assert first.changed > 0 and "restored" in first.output
+        # a run the gates stop ends failed, so its stats count no change: judge by what the ledger says came back
+        came_back = [e for e in ledger(box, incident_id) if e["state"] == "restored"]
+        assert came_back and "restored" in first.output, first.output[-6000:]
         open_ids = {e["id"] for e in left}
         assert_restored(box, held, before, [e for e in entries if e["id"] not in open_ids])
         assert all(e["state"] == "restored" for e in ledger(box, incident_id)

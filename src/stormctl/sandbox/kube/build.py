@@ -132,7 +132,7 @@ def _go_version() -> str:
 
 def build(go_module: Path = GO_MODULE, out: TextIO | None = None) -> Path:
     """Build every missing binary; a no-op when the cache for these pins is complete. Returns the directory."""
-    stream = out or sys.stdout
+    stream = out or sys.stderr  # progress, so `make demo --json`'s stdout stays the JSON it prints
     directory = binaries_dir(go_module)
     with _locked(directory):
         with contextlib.suppress(BuildError):
