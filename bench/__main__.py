@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-BENCHMARKS = ["redis_clients", "kubeapi", "control_plane", "sandbox", "fleet", "triage", "incident", "stormctl"]
+BENCHMARKS = ["redis_clients", "kubeapi", "control_plane", "sandbox", "fleet", "triage", "incident", "stormctl",
+              "chaos"]
 
 
 def main(names: list[str]) -> int:
