@@ -11,6 +11,7 @@ nothing left, restores the pre-incident state exactly without Redis refusing a c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -23,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from stormctl.errors import StormctlError
 from stormctl.sandbox import services
 from stormctl.sandbox.kube.faultproxy import Fault, FaultProxy
 from stormctl.sandbox.kube.pki import Pair
@@ -220,7 +222,11 @@ def whole_object_problems(before: Dict[str, Any], after: Dict[str, Any]) -> List
         assert then is not None and now is not None
         for part in ("spec", "data"):
             if then.get(part) != now.get(part):
-                problems.append("%s/%s/%s %s differs from before the incident" % (*key, part))
+                was, is_ = then.get(part) or {}, now.get(part) or {}
+                keys = sorted(k for k in set(was) | set(is_) if was.get(k) != is_.get(k))
+                problems.append("%s/%s/%s %s differs from before the incident: %s" % (
+                    *key, part, "; ".join("%s was %s, is %s" % (k, json.dumps(was.get(k)), json.dumps(is_.get(k)))
+                                          for k in keys)))
     return problems
 
 
@@ -259,7 +265,10 @@ class Incident:
             self._start("second")
         elif kind == "redis_restart":
             os.kill(_pid(self.box, "redis"), signal.SIGKILL)
-            self.box.revive()
+            wait_for(lambda: not services.status(self.box.dir)["services"]["redis"].get("alive"), 30, "Redis to die")
+            with contextlib.suppress(StormctlError):  # back at once, but the storm floods it before it is healthy
+                services.revive(self.box.dir, timeout=5)
+            wait_for(lambda: services.status(self.box.dir)["services"]["redis"].get("alive"), 30, "Redis to restart")
         elif kind == "prometheus_down":
             os.kill(_pid(self.box, "prometheus"), signal.SIGTERM)
         elif kind == "redis_unreachable":
@@ -327,13 +336,13 @@ class Incident:
             self._run_with_faults()
             if not all(s.get("alive") for s in services.status(box.dir).get("services", {}).values()):
                 box.revive()
+            # the operator checks and rolls back once the storm is over (a restarted Redis is flooded again)
+            box.calm()
+            box.wait_quiet()
             held.config()  # reconnects after a restart
             entries = ledger(box, self.incident_id)
             problems += ledger_problems(box, held, entries)
             problems += lock_problems(box, self.incident_id, self.killed)
-            # the operator rolls back once the storm is over
-            box.calm()
-            box.wait_quiet()
             problems += self._rollback(held)
             try:
                 assert_restored(box, held, before, entries)

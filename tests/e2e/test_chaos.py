@@ -47,6 +47,8 @@ def test_every_seeded_incident_leaves_a_consistent_ledger_a_free_lock_and_an_exa
             outcome = Incident(sandbox, proxy, seed, tmp_path / str(seed)).run()
             print("seed %d: %s (faults met: %s)" % (seed, "consistent" if outcome.consistent else "NOT consistent",
                                                     ", ".join(outcome.happened) or "none"), flush=True)
+            for problem in outcome.problems:
+                print("    " + problem, flush=True)
             outcomes.append(outcome)
     finally:
         proxy.stop()

@@ -37,7 +37,7 @@ def test_an_object_changed_created_or_deleted_since_the_snapshot_is_a_problem() 
                            ("middlewares", "shop", "limit"): {"spec": {}}}}
     assert whole_object_problems(before, changed) == [
         "configmaps/shop/flags was deleted",
-        "ingresses/shop/web spec differs from before the incident",
+        "ingresses/shop/web spec differs from before the incident: rules was [], is [1]",
         "middlewares/shop/limit was created and is still there",
     ]
 
