@@ -5,8 +5,12 @@ Faults: the Kubernetes API answering a random write with 409, 429, 500 or a stal
 in front of the sandbox's API and the run's kubeconfig points at it); Redis restarted, or unreachable
 (stopped) for a few seconds; Prometheus down; the runner killed mid-rung; a second operator starting
 the same incident. After each incident: every applied ledger entry's after-value is live (or the entry
-says why not), the lock is free or held by the run that was killed, and rollback, run until it reports
-nothing left, restores the pre-incident state exactly without Redis refusing a client on the way.
+says why not), the lock is free or held by the run that was killed (no run is alive by then; a killed run's
+Lease expires on its own, and the operator's rollback takes it over with incident_lock_force), and rollback,
+run until it reports nothing left (at most ROLLBACK_PASSES times), restores the pre-incident state exactly:
+the ledger's fields, Redis' CONFIG and the whole spec/data of the kinds only the ladder writes, with Redis'
+rejected_connections unchanged across each rollback pass (run once the storm is over, so only rollback
+itself could make Redis refuse anyone).
 """
 
 from __future__ import annotations
