@@ -17,8 +17,9 @@ from tests.e2e.chaos import ApiProxy, Incident, plan, summary
 from tests.fixtures.sandbox import Sandbox
 
 # Seed 2: Redis unreachable for 3.3 s, then restarted; seed 3: the API stalling a write (its 429 on a POST
-# comes after the run's last POST), Prometheus down, the runner killed mid-rung. Neither climbs circuit_breaker: its rollback leaves an
-# empty outlierDetection on the DestinationRule (seen by every seed that climbs it, so make bench counts it).
+# comes after the run's last POST), Prometheus down, the runner killed mid-rung. Neither climbs circuit_breaker:
+# its rollback leaves an empty outlierDetection on the DestinationRule (every seed that climbs it shows this,
+# so make bench counts it).
 SEEDS = [2, 3]
 # An incident takes well under a minute in the sandbox; the bound leaves room for a loaded machine.
 SECONDS_PER_INCIDENT = 240
