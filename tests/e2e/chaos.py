@@ -283,7 +283,8 @@ class Incident:
 
     def _resume(self) -> None:
         if self.stopped is not None:
-            os.kill(self.stopped, signal.SIGCONT)
+            with contextlib.suppress(ProcessLookupError):  # restarted while it was stopped
+                os.kill(self.stopped, signal.SIGCONT)
             self.stopped = None
 
     def _run_with_faults(self) -> None:
