@@ -19,11 +19,12 @@ INSTALL_DEBS = env APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) APT_OPTIONS="$(APT_OPTIO
 DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup kube debs demo test lint sanity ansible-units unit integration e2e bench build clean
+.PHONY: help setup kube debs demo test lint sanity ansible-units unit integration e2e chaos bench build clean
 
 help:
 	@echo "make demo   set up, raise a storm in the sandbox, run the incident through stormctl, print the report"
 	@echo "make test   set up and run every check (lint, sanity, unit, integration, end to end)"
+	@echo "make chaos  seeded incidents with faults, each checked and rolled back (CHAOS_RUNS=N, CHAOS_SEED=S)"
 	@echo "make bench  benchmarks (prints numbers)"
 
 setup: $(VENV)/.installed debs $(GET_PIP) kube
@@ -99,6 +100,10 @@ e2e: setup
 
 test: setup lint sanity ansible-units
 	$(BIN)/pytest tests --durations=25
+
+# Seeded incidents with faults (CHAOS_RUNS=N of them, CHAOS_SEED=S to replay one); prints `N of N consistent`.
+chaos: setup
+	$(BIN)/pytest tests/e2e/test_chaos.py -s -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python -m bench

@@ -8,7 +8,7 @@ import sys
 import time
 
 BENCHMARKS = ["redis_clients", "kubeapi", "control_plane", "sandbox", "fleet", "triage", "culprit", "incident",
-              "stormctl"]
+              "stormctl", "chaos"]
 
 
 def main(names: list[str]) -> int:
