@@ -148,13 +148,13 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     return [p for p in pending if alive(p)]
 
 
-def child_setup(parent_pid: int) -> Callable[[], None]:
+def child_setup(parent_pid: int, death_signal: int = signal.SIGTERM) -> Callable[[], None]:
     """A preexec_fn: die with the supervisor (PR_SET_PDEATHSIG) and raise the fd limit to the hard one."""
 
     def setup() -> None:
         try:
             libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0)
         except (OSError, AttributeError):
             pass
         # The supervisor may have died between fork and prctl: then nobody would signal us.

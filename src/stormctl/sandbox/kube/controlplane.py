@@ -193,7 +193,9 @@ class ControlPlane:
         with open(log, "ab") as out:
             process = subprocess.Popen(
                 [str(self.binaries[name]), *args], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                env=env, cwd=self.run_dir, start_new_session=True, preexec_fn=procs.child_setup(os.getpid()),
+                env=env, cwd=self.run_dir, start_new_session=True,
+                # a SIGTERM'd apiserver can sit in graceful shutdown long after its etcd and launcher are gone
+                preexec_fn=procs.child_setup(os.getpid(), signal.SIGKILL),
             )
         (self.pid_dir / ("%s.pid" % name)).write_text("%d %s\n" % (process.pid, self.sandbox_id))
         component = Component(name, process, log)
