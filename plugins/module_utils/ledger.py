@@ -364,18 +364,6 @@ class Ledger:
             found = [e for e in found if _same_target(e.get("target") or {}, target)]
         return sorted(found, key=lambda e: int(e.get("seq", 0)), reverse=True)
 
-    def original(self, target: Dict[str, Any], path: Sequence[str]) -> Optional[Tuple[bool, Any]]:
-        """(present, value) of a field before this incident first changed it, or None if no open entry did.
-
-        Lets relative mitigations (``reduce_by_percent``) measure from the pre-incident value, so a
-        second run is idempotent instead of cutting again.
-        """
-        for entry in reversed(self.open_entries(target)):
-            for field in entry.get("fields") or []:
-                if list(field["path"]) == list(path):
-                    return bool(field["present_before"]), field["before"]
-        return None
-
     def rungs(self) -> Dict[str, Any]:
         """``rungs.json``: ``{"<rung>@<target>": {attempts, last_started_at, last_finished_at, outcome}}``."""
         cm = self.read()
