@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from stormctl.sandbox import services
+# The sandbox's modules import redis and the supervisor: only the sandbox subcommands pay for them.
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +62,8 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from stormctl.sandbox import services
+
     started = time.monotonic()
     report = services.up(
         args.dir,
@@ -77,12 +79,16 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from stormctl.sandbox import services
+
     result = services.down(args.dir)
     print("sandbox stopped, %s removed" % result["dir"] if result["stopped"] else result["message"])
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    from stormctl.sandbox import services
+
     report = services.status(args.dir)
     if args.json:
         print(json.dumps(services.public(report), indent=2))
@@ -92,12 +98,16 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _storm(args: argparse.Namespace) -> int:
+    from stormctl.sandbox import services
+
     services.storm(args.scenario, args.dir)
     print("storm %r started; end it with `stormctl sandbox calm`" % args.scenario)
     return 0
 
 
 def _calm(args: argparse.Namespace) -> int:
+    from stormctl.sandbox import services
+
     services.calm(args.dir)
     print("storm ended; the fleet is back to its baseline traffic")
     if args.reset:

@@ -258,3 +258,16 @@ def test_progress_follows_runner_events_and_summarises() -> None:
     console.print(summary(result(), {"payments-redis": "recovered"}, timeline, "incident storm-1: recovered"))
     table = out.getvalue()
     assert "client_retries" in table and "applied" in table and "recovered" in table
+
+
+def test_playbook_commands_start_without_the_sandbox_or_report_libraries():
+    # every module imported at start-up is paid on each run at 3 a.m.: the sandbox (redis, the
+    # supervisor) and the report (jsonschema, matplotlib) load only in the commands that use them
+    probe = (
+        "import sys; from stormctl.cli import build_parser; build_parser().parse_args(['triage']); "
+        "print(' '.join(m for m in ('redis', 'jsonschema', 'matplotlib', 'stormctl.sandbox.services', "
+        "'stormctl.report') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""

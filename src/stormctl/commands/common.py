@@ -21,7 +21,6 @@ from rich.prompt import Confirm
 from stormctl import runner
 from stormctl.errors import StormctlError
 from stormctl.progress import Progress, summary
-from stormctl.report.facts import worst_outcome
 from stormctl.runner import DEFAULT_INVENTORY, PLAYBOOKS, RunConfig, RunResult
 from stormctl.sandbox.state import REPO
 
@@ -181,6 +180,8 @@ def incidents(result: RunResult) -> dict[str, dict[str, Any]]:
 def exit_code(result: RunResult, facts: Mapping[str, Mapping[str, Any]]) -> int:
     """0 recovered or nothing to do, 2 storm persists, 3 refused, 1 error: from facts and run status."""
     if facts:
+        from stormctl.report.facts import worst_outcome  # the report package imports jsonschema
+
         worst = worst_outcome(str(f.get("outcome")) for f in facts.values())
         code = EXIT_FOR_OUTCOME.get(worst, 1)
         return 1 if code == 0 and not result.successful else code
@@ -195,6 +196,8 @@ def exit_code(result: RunResult, facts: Mapping[str, Mapping[str, Any]]) -> int:
 
 def outcome_of(result: RunResult, facts: Mapping[str, Mapping[str, Any]], code: int) -> str:
     if facts:
+        from stormctl.report.facts import worst_outcome
+
         return worst_outcome(str(f.get("outcome")) for f in facts.values())
     if code == 3:
         return "refused"

@@ -13,7 +13,6 @@ from rich.console import Console
 from stormctl import runner
 from stormctl.commands import common, incident
 from stormctl.errors import StormctlError
-from stormctl.sandbox import services
 from stormctl.sandbox.state import resolve_dir
 
 TRIAGE = common.Command(name="triage", playbook="triage.yml", mutating=False, reports=False)
@@ -106,6 +105,8 @@ def _seen(verdicts: dict[str, dict[str, Any]]) -> str:
 
 
 def _drill(args: argparse.Namespace) -> int:
+    from stormctl.sandbox import services  # redis and the supervisor: only a drill pays for them
+
     console = Console(stderr=True)
     state_dir: Path = resolve_dir(args.sandbox_dir)
     # The inventory and every subprocess find this sandbox through the environment.
