@@ -15,6 +15,7 @@ import fnmatch
 import functools
 import ipaddress
 import math
+import re
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -63,20 +64,20 @@ _LABELS = {
 
 # ---------------------------------------------------------------- CLIENT LIST
 
+_FIELD = re.compile(r"([^ =\r\n]+)=([^ \r\n]*)")
+
+
 def parse_client_list(text: str) -> List[Client]:
     """Every line of CLIENT LIST as a dict of its fields (unknown fields kept as they are)."""
     clients = []
+    # field names and most values (flags, cmd, user, names, laddr) repeat on every line: keep one copy
+    # of each, which halves the memory of a 100k-client list
+    seen: Dict[str, str] = {}
+    keep = seen.setdefault
     for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        client = {}
-        for field in line.split(" "):
-            key, sep, value = field.partition("=")
-            if sep:
-                client[key] = value
-        if client:
-            clients.append(client)
+        pairs = _FIELD.findall(line)
+        if pairs:
+            clients.append({keep(key, key): keep(value, value) for key, value in pairs})
     return clients
 
 

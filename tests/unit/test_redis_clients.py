@@ -58,6 +58,15 @@ def test_parse_client_list_skips_blank_lines_and_handles_crlf():
     assert parsed[1]["resp"] == "2"
 
 
+def test_parse_client_list_keeps_one_copy_of_repeated_names_and_values():
+    # at 100k clients a copy of every field name and flag per line is hundreds of MB
+    first, second = rc.parse_client_list(client_list(REDIS_72, REDIS_72.replace("id=", "id=1")))
+    assert first == {**second, "id": first["id"]}
+    shared = [key for key in first if any(key is other for other in second)]
+    assert len(shared) == len(first)
+    assert first["cmd"] is second["cmd"] and first["user"] is second["user"]
+
+
 @pytest.mark.parametrize(("addr", "ip"), [
     ("10.1.0.5:50412", "10.1.0.5"),
     ("[fd00::7]:41000", "fd00::7"),
