@@ -19,7 +19,7 @@ INSTALL_DEBS = env APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) APT_OPTIONS="$(APT_OPTIO
 DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup kube debs demo test lint sanity ansible-units unit integration e2e chaos bench build clean
+.PHONY: help setup kube debs demo test lint sanity ansible-units unit integration e2e chaos matrix bench build clean
 
 help:
 	@echo "make demo   set up, raise a storm in the sandbox, run the incident through stormctl, print the report"
@@ -100,6 +100,11 @@ e2e: setup
 
 test: setup lint sanity ansible-units
 	$(BIN)/pytest tests --durations=25
+
+# The compatibility tests on every supported ansible-core (tests/fixtures/compat.py); the README's table from the result.
+matrix: setup
+	STORM_ANSIBLE_CORES=all $(BIN)/pytest tests/integration/test_ansible_core_compat.py --junitxml=.sandbox/matrix.xml; \
+	  status=$$?; $(BIN)/python tools/support_table.py .sandbox/matrix.xml README.md; exit $$status
 
 # Seeded incidents with faults (CHAOS_RUNS=N of them, CHAOS_SEED=S to replay one); prints `N of N consistent`.
 chaos: setup

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.fixtures.compat import PINS
+from tests.fixtures.compat import CORES, OLDEST
 
 REPO = Path(__file__).resolve().parents[2]
 EE = REPO / "execution-environment.yml"
@@ -86,6 +86,6 @@ def test_an_ee_that_installs_the_collection_gets_its_libraries_with_lower_bounds
     assert all(line.endswith("# from collection fintech.redis_storm") for line in listed), listed
     bounds = dict(re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)", line.split("#")[0].strip()).groups()  # type: ignore[union-attr]
                   for line in listed)
-    oldest = dict(pin.split("==") for pin in PINS)
+    oldest = dict(pin.split("==") for pin in CORES[OLDEST].pins)
     assert set(bounds) == {DISTRIBUTION.get(name, name).lower() for name in plugin_imports()}
     assert bounds == {name: oldest[name] for name in bounds}, (bounds, oldest)

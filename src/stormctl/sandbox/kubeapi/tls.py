@@ -43,6 +43,7 @@ def ensure_certificates(state_dir: Path, host: str) -> tuple[Path, Path, Path]:
           .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                        content_commitment=False, key_encipherment=False, data_encipherment=False,
                                        key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName("kubernetes.default.svc")]
@@ -57,6 +58,9 @@ def ensure_certificates(state_dir: Path, host: str) -> tuple[Path, Path, Path]:
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # Python 3.13 clients verify strictly (VERIFY_X509_STRICT): a leaf needs its issuer's key id
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     _write(ca_path, ca.public_bytes(serialization.Encoding.PEM))
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
