@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,47 @@ def test_an_ee_that_installs_the_collection_gets_its_libraries_with_lower_bounds
     oldest = dict(pin.split("==") for pin in CORES[OLDEST].pins)
     assert set(bounds) == {DISTRIBUTION.get(name, name).lower() for name in plugin_imports()}
     assert bounds == {name: oldest[name] for name in bounds}, (bounds, oldest)
+
+
+DE = REPO / "decision-environment.yml"
+
+
+def test_decision_environment_carries_the_rulebook_engine_the_source_and_the_collection(tmp_path: Path) -> None:
+    """ansible-builder create of the decision environment, offline: Java for the rule engine, ansible-rulebook
+    and the source's aiohttp at the versions the rulebook tests run, and this collection's tarball installed
+    (the controller finds fintech.redis_storm.alertmanager only inside the image)."""
+    definition = yaml.safe_load(DE.read_text())
+    assert definition["version"] == 3
+    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
+    tarball = "fintech-redis_storm-%s.tar.gz" % version
+    assert [f["src"] for f in definition["additional_build_files"]] == ["build/" + tarball]
+    tested = {
+        name.lower(): pin for name, pin in (line.split("==") for line in (REPO / "requirements-dev.txt").read_text()
+                                            .splitlines() if "==" in line and not line.startswith("#"))}
+    de_pins = pinned(REPO / definition["dependencies"]["python"])
+    assert de_pins == {name: tested[name] for name in ("ansible-rulebook", "aiohttp")}
+    source = (REPO / "extensions" / "eda" / "plugins" / "event_source" / "alertmanager.py").read_text()
+    assert "from aiohttp import web" in source
+
+    project = tmp_path / "project"
+    shutil.copytree(REPO / "meta", project / "meta")
+    shutil.copy(DE, project)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    galaxy = str(BUILDER.with_name("ansible-galaxy"))
+    built = subprocess.run([galaxy, "collection", "build", "--output-path", str(project / "build"), str(REPO)],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert built.returncode == 0, built.stdout + built.stderr
+    env.update(PIP_NO_INDEX="1", HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    context = tmp_path / "context"
+    result = subprocess.run([str(BUILDER), "create", "-f", str(project / DE.name), "-c", str(context),
+                             "--output-filename", "Containerfile"], capture_output=True, text=True, timeout=120,
+                            env=env, cwd=project)
+    assert result.returncode == 0, result.stdout + result.stderr
+    containerfile = (context / "Containerfile").read_text()
+    assert 'ARG EE_BASE_IMAGE="%s"' % definition["images"]["base_image"]["name"] in containerfile
+    assert (context / "_build" / "collections" / tarball).is_file()
+    collections = yaml.safe_load((context / "_build" / "requirements.yml").read_text())["collections"]
+    assert collections == [{"name": "/build/collections/" + tarball, "type": "file"}]
+    assert "java-17-openjdk-headless" in (context / "_build" / "bindep.txt").read_text()
+    assert pinned(context / "_build" / "requirements.txt") == de_pins
+    assert "ansible-galaxy collection install" in containerfile and "COPY _build /build" in containerfile
