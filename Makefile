@@ -104,7 +104,7 @@ test: setup lint sanity ansible-units
 # The compatibility tests on every supported ansible-core (tests/fixtures/compat.py); the README's table from the result.
 matrix: setup
 	STORM_ANSIBLE_CORES=all $(BIN)/pytest tests/integration/test_ansible_core_compat.py --junitxml=.sandbox/matrix.xml; \
-	  status=$$?; $(BIN)/python tools/support_table.py .sandbox/matrix.xml README.md; exit $$status
+	  status=$$?; $(BIN)/python tools/support_table.py README.md .sandbox/matrix.xml; exit $$status
 
 # Seeded incidents with faults (CHAOS_RUNS=N of them, CHAOS_SEED=S to replay one); prints `N of N consistent`.
 chaos: setup

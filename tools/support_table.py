@@ -1,7 +1,8 @@
 """Write the README's ansible-core support table from a `make matrix` run (pytest's JUnit XML).
 
-Usage: python tools/support_table.py JUNIT_XML [README]. Each supported core (tests/fixtures/compat.py)
+Usage: python tools/support_table.py README JUNIT_XML... Each supported core (tests/fixtures/compat.py)
 gets one row: the Python it ran on and how many of its tests passed; a core the run did not reach says so.
+A test in a later file (a rerun of one core) replaces its result from an earlier one.
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ END = "<!-- end of ansible-core support -->"
 CORE_OF_CASE = re.compile(r"\[(\d+\.\d+)\]$")
 
 
-def outcomes(junit: Path) -> dict[str, Counter[str]]:
+def outcomes(junits: list[Path]) -> dict[str, Counter[str]]:
     """Per core: passed and failed test counts."""
+    passed: dict[tuple[str, str], bool] = {}
+    for junit in junits:
+        for case in ElementTree.parse(junit).iter("testcase"):
+            name = case.get("name", "")
+            if CORE_OF_CASE.search(name):
+                passed[(case.get("classname", ""), name)] = not any(
+                    child.tag in ("failure", "error", "skipped") for child in case)
     counts: dict[str, Counter[str]] = {}
-    for case in ElementTree.parse(junit).iter("testcase"):
-        found = CORE_OF_CASE.search(case.get("name", ""))
-        if not found:
-            continue
-        failed = any(child.tag in ("failure", "error") for child in case)
-        skipped = any(child.tag == "skipped" for child in case)
-        counts.setdefault(found.group(1), Counter())["failed" if failed or skipped else "passed"] += 1
+    for (_, name), ok in passed.items():
+        core = CORE_OF_CASE.search(name).group(1)  # type: ignore[union-attr]
+        counts.setdefault(core, Counter())["passed" if ok else "failed"] += 1
     return counts
 
 
@@ -52,19 +56,19 @@ def table(counts: dict[str, Counter[str]], day: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    if not argv:
+    if len(argv) < 2:
         print(__doc__.strip(), file=sys.stderr)
         return 1
-    readme = Path(argv[1]) if len(argv) > 1 else REPO / "README.md"
+    readme = Path(argv[0])
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         print("%s has no %s ... %s block to write into" % (readme, BEGIN, END), file=sys.stderr)
         return 1
     head, rest = text.split(BEGIN, 1)
     _old, tail = rest.split(END, 1)
-    readme.write_text("%s%s\n%s\n%s%s" % (head, BEGIN, table(outcomes(Path(argv[0])), date.today().isoformat()),
-                                          END, tail))
-    print("README support table written from %s" % argv[0])
+    written = table(outcomes([Path(a) for a in argv[1:]]), date.today().isoformat())
+    readme.write_text("%s%s\n%s\n%s%s" % (head, BEGIN, written, END, tail))
+    print("%s: support table written from %s" % (readme, ", ".join(argv[1:])))
     return 0
 
 
