@@ -1,0 +1,93 @@
+"""Triage of a real Redis Cluster: every node read, sources summed and ranked, the saturating node named."""
+
+import json
+from contextlib import ExitStack
+
+import pytest
+
+from stormctl.sandbox.stormgen import StormGen
+
+pytestmark = pytest.mark.integration
+
+MODULE = "redis_clients_info"
+SPREAD, HOT, LOCAL = "127.0.20.1", "127.0.20.2", "127.0.20.3"
+
+
+def hold(stack, node, sources):
+    storm = stack.enter_context(StormGen(node.port, password=node.password, sources=sources, name="checkout"))
+    storm.wait_connected(timeout=60)
+    return storm
+
+
+def assert_no_secret(run, password):
+    assert "Traceback" not in run.output and "MODULE FAILURE" not in run.output, run.output
+    assert password not in run.output
+    assert password not in json.dumps(run.result)
+
+
+def test_cluster_sources_are_summed_over_every_node_and_the_hottest_node_is_named(redis_cluster, run_module):
+    replica, master = redis_cluster.replicas()[0], redis_cluster.masters()[1]
+    with ExitStack() as stack:
+        # SPREAD is never the largest source on a node that has another, but holds the most over the cluster
+        for node in redis_cluster.nodes:
+            hold(stack, node, [(SPREAD, 30)])
+        hold(stack, replica, [(HOT, 150)])
+        hold(stack, master, [(LOCAL, 80)])
+        run = run_module.playbook(MODULE, redis_cluster.module_args(sample_seconds=0.2, latency_samples=2))
+    assert not run.failed, run.output
+    assert_no_secret(run, redis_cluster.password)
+    result = run.result
+    ranked = [(s["ip"], s["connections"]) for s in result["top_sources"]]
+    assert ranked == [(SPREAD, 180), (HOT, 150), (LOCAL, 80)]
+    spread = result["top_sources"][0]
+    assert spread["nodes"] == {redis_cluster.endpoint(n): 30 for n in redis_cluster.nodes}
+    assert result["top_sources"][1]["nodes"] == {redis_cluster.endpoint(replica): 150}
+    assert sorted(n["node"] for n in result["nodes"]) == sorted(redis_cluster.endpoint(n) for n in redis_cluster.nodes)
+    hottest = result["saturating_node"]
+    assert (hottest["node"], hottest["role"]) == (redis_cluster.endpoint(replica), "replica")
+    assert hottest["connected"] >= 180 and hottest["max"] == 200
+    assert result["clients"]["utilization"] == hottest["utilization"] >= 0.9
+    assert result["clients"]["max"] == 200 * len(redis_cluster.nodes)
+    assert result["verdict"]["severity"] == "warning"
+    assert any(redis_cluster.endpoint(replica) in reason and "saturates first" in reason
+               for reason in result["verdict"]["reasons"]), result["verdict"]
+    masters = [n for n in result["nodes"] if n["role"] == "master"]
+    assert len(masters) == 3 and all(n["slots"] for n in masters)
+
+
+def test_a_cluster_node_that_is_down_is_named_and_the_others_are_still_triaged(redis_cluster, run_module):
+    down = redis_cluster.masters()[2]
+    up = [n for n in redis_cluster.nodes if n is not down]
+    with ExitStack() as stack:
+        for node in redis_cluster.nodes:
+            hold(stack, node, [(SPREAD, 10)])
+        redis_cluster.stop_node(down)
+        run = run_module.playbook(MODULE, redis_cluster.module_args(sample_seconds=0.2, latency_samples=2))
+    assert not run.failed, run.output
+    assert_no_secret(run, redis_cluster.password)
+    result = run.result
+    where = redis_cluster.endpoint(down)
+    assert result["reachable"] is True
+    assert where in result["error"] and "is down" in result["error"] and "start it again" in result["error"]
+    assert "refused the TCP connection" in result["error"]
+    assert any(where in reason for reason in result["verdict"]["reasons"])
+    entry = next(n for n in result["nodes"] if n["node"] == where)
+    assert entry["reachable"] is False and entry["role"] == "master" and entry["slots"]
+    assert result["top_sources"] == [dict(result["top_sources"][0], ip=SPREAD, connections=10 * len(up))]
+    assert set(result["top_sources"][0]["nodes"]) == {redis_cluster.endpoint(n) for n in up}
+
+
+def test_cluster_true_on_a_standalone_redis_says_what_to_set(redis_server, run_module):
+    run = run_module.playbook(MODULE, redis_server.module_args(cluster=True))
+    assert run.failed
+    assert "not a cluster node" in run.result["msg"] and "cluster: false" in run.result["msg"]
+    assert_no_secret(run, redis_server.password)
+
+
+def test_the_startup_node_down_says_to_name_another_node(redis_cluster, run_module):
+    redis_cluster.stop_node(redis_cluster.startup)
+    run = run_module.playbook(MODULE, redis_cluster.module_args())
+    assert run.failed
+    message = run.result["msg"]
+    assert redis_cluster.endpoint(redis_cluster.startup) in message and "name a node of the cluster" in message
+    assert_no_secret(run, redis_cluster.password)
