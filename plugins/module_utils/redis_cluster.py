@@ -98,8 +98,10 @@ def _cluster_nodes(cluster: Any) -> Dict[str, Dict[str, Any]]:
     return {}
 
 
-def for_each_node(nodes: List[Node], action: Callable[[Node], Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """``action`` on every node side by side; a node's StormError is that node's answer, the others go on."""
+def for_each_node(nodes: List[Node], action: Callable[[Node], Dict[str, Any]],
+                  parallel: bool = True) -> List[Dict[str, Any]]:
+    """``action`` on every node (side by side when ``parallel``); a node's StormError is that node's answer and
+    the others go on."""
     def guarded(node: Node) -> Dict[str, Any]:
         try:
             return dict(action(node), node=node["endpoint"], role=node["role"])
@@ -107,6 +109,8 @@ def for_each_node(nodes: List[Node], action: Callable[[Node], Dict[str, Any]]) -
             return dict(exc.details, node=node["endpoint"], role=node["role"], failed=True,
                         msg="cluster node %s (%s): %s" % (node["endpoint"], node["role"], exc.message))
 
+    if not parallel:
+        return [guarded(node) for node in nodes]
     with ThreadPoolExecutor(max_workers=max(len(nodes), 1)) as pool:
         return list(pool.map(guarded, nodes))
 
