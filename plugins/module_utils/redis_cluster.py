@@ -16,7 +16,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_clients
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_clients, stale_cache
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     Connection,
@@ -255,6 +255,8 @@ def merge(nodes: List[Node], answers: List[Dict[str, Any]], top: int,
         "rates": rates, "latency_ms": latency,
         "top_sources": merge_sources([(node["endpoint"], answer["top_sources"]) for node, answer in read], top),
         "churn": _merge_churn([answer["churn"] for _node, answer in read if answer.get("churn")]),
+        "stale_cache": stale_cache.merge({node["endpoint"]: answer["stale_cache"] for node, answer in read
+                                          if answer.get("stale_cache")}),
         "verdict": judged, "nodes": summaries, "saturating_node": hottest,
     }
 

@@ -365,6 +365,40 @@ churn:
       type: float
       returned: when reachable
       sample: 142.3
+stale_cache:
+  description:
+    - C(evicted_keys) and C(expired_stale_perc) (C(INFO stats)) at both ends of the sampling window, and a warning
+      when either rose in it (keys evicted, or expired keys not yet removed, are read by the applications and may
+      be served as truth). With O(cluster=true) evictions are summed and the stale share is the highest of any node.
+    - Null when unreachable or O(sample_seconds=0).
+  returned: always
+  type: dict
+  sample:
+    evicted_keys: {before: 1200, after: 1830, rise: 630}
+    expired_stale_perc: {before: 0.0, after: 0.0, rise: 0.0}
+    window_seconds: 0.5
+    warning: "stale cache may be served as truth: evicted_keys rose from 1200 to 1830 in 0.5s during the storm; ..."
+  contains:
+    evicted_keys:
+      description: C(evicted_keys) C(before) and C(after) the window, and its C(rise).
+      type: dict
+      returned: when reachable
+      sample: {before: 1200, after: 1830, rise: 630}
+    expired_stale_perc:
+      description: C(expired_stale_perc) C(before) and C(after) the window, and its C(rise) (null before Redis 6).
+      type: dict
+      returned: when reachable
+      sample: {before: 0.0, after: 0.0, rise: 0.0}
+    window_seconds:
+      description: Seconds between the two samples.
+      type: float
+      returned: when reachable
+      sample: 0.5
+    warning:
+      description: The warning with its evidence when either value rose; null otherwise. Also shown as a task warning.
+      type: str
+      returned: when reachable
+      sample: null
 verdict:
   description: Whether Redis shows a connection storm, how bad, and why.
   returned: always
@@ -433,6 +467,8 @@ def main() -> None:
                          params["top"], params["thresholds"], params["wave_wait_seconds"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
+    if (result.get("stale_cache") or {}).get("warning"):
+        module.warn(result["stale_cache"]["warning"])
     if not result["reachable"] and not result["saturated"] and params["fail_on_unreachable"]:
         module.fail_json(msg=result["error"], **result)
     module.exit_json(changed=False, **result)
