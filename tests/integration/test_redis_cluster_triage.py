@@ -6,6 +6,8 @@ from contextlib import ExitStack
 import pytest
 
 from stormctl.sandbox.stormgen import StormGen
+from tests.helpers.modules import run_playbook
+from tests.integration.test_offenders import seed_cluster
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +93,29 @@ def test_the_startup_node_down_says_to_name_another_node(redis_cluster, run_modu
     message = run.result["msg"]
     assert redis_cluster.endpoint(redis_cluster.startup) in message and "name a node of the cluster" in message
     assert_no_secret(run, redis_cluster.password)
+
+
+def test_the_triage_role_names_the_workload_summed_over_nodes_and_the_node_that_saturates_first(
+        kubeapi, redis_cluster):
+    seed_cluster(kubeapi)
+    replica = redis_cluster.replicas()[0]
+    trading_pod, payments_pod = "127.0.10.1", "127.0.20.1"
+    with ExitStack() as stack:
+        for node in redis_cluster.nodes:  # trading-api holds 25 on every node, 150 over the cluster
+            hold(stack, node, [(trading_pod, 25)])
+        hold(stack, replica, [(payments_pod, 140)])  # payments-api is the largest on the node nearest maxclients
+        run = run_playbook([{"name": "triage", "ansible.builtin.include_role": {"name": "fintech.redis_storm.triage"},
+                             "vars": {"storm_redis_host": redis_cluster.startup.host,
+                                      "storm_redis_port": redis_cluster.startup.port,
+                                      "storm_redis_password": redis_cluster.password, "storm_redis_cluster": True,
+                                      "storm_namespaces": ["trading", "payments"],
+                                      "storm_kubeconfig": str(kubeapi.kubeconfig), "storm_prometheus_url": ""}},
+                            {"name": "verdict", "ansible.builtin.debug": {"var": "storm_triage"}}], timeout=300)
+    assert run.rc == 0, run.output[-3000:] + run.stderr[-3000:]
+    triage = run.task("verdict")["storm_triage"]
+    assert [(o["name"], o["connections"]) for o in triage["offenders"][:2]] == [("trading-api", 150),
+                                                                               ("payments-api", 140)]
+    utilization = next(i for i in triage["evidence"] if i["signal"] == "utilization")
+    assert utilization["breached"] and utilization["observed"] >= 0.8
+    assert "cluster node %s (replica) saturates first" % redis_cluster.endpoint(replica) in utilization["note"]
+    assert redis_cluster.password not in run.output + run.stderr
