@@ -312,8 +312,8 @@ nodes:
             rejected_per_sec: 0.0}]
 saturating_node:
   description:
-    - With O(cluster=true), the entry of RV(nodes) nearest its C(maxclients) (a node that refused our connection
-      at C(maxclients) first): the node whose clients are refused first.
+    - With O(cluster=true), the entry of RV(nodes) nearest its C(maxclients), a node that refused our connection
+      at C(maxclients) first. Its clients are refused first.
   returned: when O(cluster=true) and a node answered the discovery
   type: dict
   sample: {node: "10.0.0.6:6379", role: replica, connected: 190, max: 200, utilization: 0.95}

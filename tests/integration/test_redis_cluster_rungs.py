@@ -66,6 +66,21 @@ def test_runtime_config_sets_and_restores_every_node_with_one_ledger_entry_each(
     assert all(e["state"] == "restored" for e in ledger_entries(ledger, INCIDENT))
 
 
+def test_storm_rollback_restores_each_node_entry_on_its_own_node(ledger, redis_cluster):
+    original = settings_of(redis_cluster)
+    applied = run_module("redis_runtime_config", config_args(ledger, redis_cluster, settings={"maxclients": 280}))
+    assert not applied.failed, applied.msg
+    rollback = {"incident_id": INCIDENT, "kubeconfig": str(ledger.kubeconfig),
+                "redis": {"host": redis_cluster.startup.host, "port": redis_cluster.startup.port,
+                          "password": redis_cluster.password, "cluster": True}}
+    done = run_module("storm_rollback", rollback)
+    assert not done.failed, done.msg
+    assert settings_of(redis_cluster) == original
+    entries = ledger_entries(ledger, INCIDENT)
+    assert len(entries) == 6 and all(e["state"] == "restored" for e in entries)
+    assert redis_cluster.password not in str(done)
+
+
 def test_a_node_down_fails_the_rung_by_name_and_the_other_nodes_are_changed_and_recorded(ledger, redis_cluster):
     down = redis_cluster.masters()[1]
     redis_cluster.stop_node(down)

@@ -79,6 +79,18 @@ def test_a_cluster_node_that_is_down_is_named_and_the_others_are_still_triaged(r
     assert set(result["top_sources"][0]["nodes"]) == {redis_cluster.endpoint(n) for n in up}
 
 
+def test_a_node_down_through_ansible_runner_leaves_no_password_in_its_artifacts(redis_cluster, run_module):
+    down = redis_cluster.replicas()[1]
+    redis_cluster.stop_node(down)
+    run = run_module.runner(MODULE, redis_cluster.module_args(sample_seconds=0.1, latency_samples=1))
+    assert not run.failed and redis_cluster.endpoint(down) in run.result["error"]
+    assert_no_secret(run, redis_cluster.password)
+    artifacts = run_module.base / ("run-%d" % run_module.runs) / "runner" / "artifacts"
+    files = [path for path in artifacts.rglob("*") if path.is_file()]
+    assert files and any(redis_cluster.endpoint(down) in path.read_text(errors="replace") for path in files)
+    assert not [path for path in files if redis_cluster.password in path.read_text(errors="replace")]
+
+
 def test_cluster_true_on_a_standalone_redis_says_what_to_set(redis_server, run_module):
     run = run_module.playbook(MODULE, redis_server.module_args(cluster=True))
     assert run.failed
