@@ -448,7 +448,7 @@ def triage_verdict(
         "recommended_rungs": rungs,
         "degraded_sources": degraded,
         "sources_answered": answered,
-        "warnings": [i["note"] for i in evidence.items if i["signal"] == "stale_cache" and i["breached"]],
+        "warnings": [i["note"] for i in evidence.items if i["signal"].startswith("stale_cache") and i["breached"]],
         "thresholds": limits,
         "summary": _summary(storm, severity, bottleneck, offenders, rungs, degraded, named),
     }
@@ -571,6 +571,15 @@ def _prometheus_evidence(evidence: Collector, prom: PromView, limits: Dict[str, 
         evidence.add("prometheus", "app_request_growth", growth, limits["app_request_growth"],
                      growth >= limits["app_request_growth"],
                      "request rate now against its recent median; most grown: %s" % where)
+    for signal, name, what in (
+            ("stale_cache_evicted_keys", "evicted_keys", "keys evicted"),
+            ("stale_cache_expired_stale_perc", "expired_stale_perc_rise", "rise of expired_stale_perc (points)")):
+        value = prom.value(name)
+        if value is not None:
+            query = prom.results.get(name, {}).get("query", name)
+            evidence.add("prometheus", signal, value, 0, value > 0,
+                         "stale cache may be served as truth: %s %s by %s" % (what, _fmt(value), query)
+                         if value > 0 else "%s: %s (%s)" % (what, _fmt(value), query))
     for signal, name in (("db_connections", "db_connections"), ("queue_backlog", "queue_backlog")):
         value = prom.value(name)
         if value is not None:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
+import jinja2
 import pytest
 import redis
+import yaml
 
 from tests.helpers.modules import run_module
+from tests.integration.test_prometheus_query import Stack, stack, wait_until  # noqa: F401 (stack: a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +102,31 @@ class _Tagged:
 
     def set(self, key: str, value: str) -> None:
         self.client.set("{%s}%s" % (self.tag, key), value)
+
+
+def triage_query(name: str) -> str:
+    """The triage role's default PromQL for ``name``, rendered as the role renders it."""
+    defaults = yaml.safe_load((Path(__file__).parents[2] / "roles/triage/defaults/main.yml").read_text())
+    return jinja2.Template(defaults["triage_prometheus_queries"][name]).render(
+        triage_redis_selector='job="redis"', triage_rate_window="1m")
+
+
+def test_prometheus_evidence_of_evictions_reaches_the_verdict_with_its_window(stack: Stack) -> None:  # noqa: F811
+    admin = stack.redis.client()
+    admin.config_set("maxmemory", "2mb")
+    admin.config_set("maxmemory-policy", "allkeys-lru")
+    queries = {name: triage_query(name) for name in ("evicted_keys", "expired_stale_perc_rise")}
+    with writing(stack.redis.client()):
+        wait_until(lambda: int(admin.info("stats")["evicted_keys"]) > 0, 30, "Redis to evict keys")
+        wait_until(lambda: [r for r in stack.api(queries["evicted_keys"]) if float(r["value"][1]) > 0], 60,
+                   "Prometheus to see the evictions")
+    answered = run_module("prometheus_query", {"url": stack.url, "queries": queries})
+    assert not answered.failed, answered.msg
+    evicted = answered["answers"]["evicted_keys"]["value"]
+    assert evicted > 0 and answered["answers"]["expired_stale_perc_rise"]["value"] is not None
+
+    verdict = run_module("storm_verdict", {"prometheus": registered(answered), "kubernetes": NOT_READ})
+    item = next(i for i in verdict["storm_triage"]["evidence"] if i["signal"] == "stale_cache_evicted_keys")
+    assert item["breached"] and item["source"] == "prometheus" and item["observed"] == round(evicted, 4)
+    assert "[1m]" in item["note"] and "redis_evicted_keys_total" in item["note"]
+    assert verdict["storm_triage"]["warnings"] == [item["note"]]
