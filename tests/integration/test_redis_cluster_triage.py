@@ -91,6 +91,29 @@ def test_a_node_down_through_ansible_runner_leaves_no_password_in_its_artifacts(
     assert not [path for path in files if redis_cluster.password in path.read_text(errors="replace")]
 
 
+def test_a_node_at_maxclients_makes_the_storm_critical_and_is_the_node_that_saturates_first(
+        redis_cluster_factory, run_module):
+    cluster = redis_cluster_factory(maxclients=40)
+    full = cluster.masters()[1]
+    with ExitStack() as stack:
+        for node in cluster.nodes:
+            if node is not full:
+                hold(stack, node, [(SPREAD, 5)])
+        storm = stack.enter_context(StormGen(full.port, password=full.password, sources=[(HOT, 60)]))
+        storm.wait_settled(timeout=60)
+        assert storm.stats.rejected > 0  # the node is at its maxclients
+        run = run_module.playbook(MODULE, cluster.module_args(sample_seconds=0.2, latency_samples=2))
+    assert not run.failed, run.output
+    assert_no_secret(run, cluster.password)
+    result = run.result
+    assert result["saturated"] is True and result["verdict"]["severity"] == "critical"
+    hottest = result["saturating_node"]
+    assert (hottest["node"], hottest["saturated"], hottest["utilization"]) == (cluster.endpoint(full), True, 1.0)
+    assert "max number of clients" in hottest["error"] and "is down" not in hottest["error"]
+    assert any(cluster.endpoint(full) in reason for reason in result["verdict"]["reasons"])
+    assert [(s["ip"], s["connections"]) for s in result["top_sources"]] == [(SPREAD, 25)]
+
+
 def test_cluster_true_on_a_standalone_redis_says_what_to_set(redis_server, run_module):
     run = run_module.playbook(MODULE, redis_server.module_args(cluster=True))
     assert run.failed
