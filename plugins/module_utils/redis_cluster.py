@@ -146,8 +146,9 @@ def node_summary(node: Node, answer: Dict[str, Any]) -> Dict[str, Any]:
     clients = answer.get("clients") or {}
     rates = answer.get("rates") or {}
     saturated = bool(answer.get("saturated"))
+    # a node that failed a command or refused our password is not down: its own message says what to fix
     error = answer.get("msg") if answer.get("failed") else answer.get("error")
-    if error and not saturated:
+    if error and not saturated and not answer.get("failed"):
         error = down_message(node, error)
     return {"node": node["endpoint"], "role": node["role"], "slots": node["slots"], "flags": node["flags"],
             "reachable": bool(answer.get("reachable")), "saturated": saturated, "error": error,

@@ -114,6 +114,25 @@ def test_a_node_at_maxclients_makes_the_storm_critical_and_is_the_node_that_satu
     assert [(s["ip"], s["connections"]) for s in result["top_sources"]] == [(SPREAD, 25)]
 
 
+def test_a_node_with_another_password_is_named_with_what_to_fix_and_the_others_are_triaged(
+        redis_cluster, run_module):
+    odd = redis_cluster.replicas()[2]
+    other_password = "other-%s" % redis_cluster.password[:8]
+    odd.client().config_set("requirepass", other_password)
+    with ExitStack() as stack:
+        for node in redis_cluster.nodes:
+            if node is not odd:
+                hold(stack, node, [(SPREAD, 4)])
+        run = run_module.playbook(MODULE, redis_cluster.module_args(sample_seconds=0.1, latency_samples=1))
+    assert not run.failed, run.output
+    assert_no_secret(run, redis_cluster.password)
+    assert other_password not in run.output
+    entry = next(n for n in run.result["nodes"] if n["node"] == redis_cluster.endpoint(odd))
+    assert "rejected the password" in entry["error"] and "check password" in entry["error"]
+    assert "is down" not in entry["error"]
+    assert run.result["top_sources"][0]["connections"] == 4 * (len(redis_cluster.nodes) - 1)
+
+
 def test_cluster_true_on_a_standalone_redis_says_what_to_set(redis_server, run_module):
     run = run_module.playbook(MODULE, redis_server.module_args(cluster=True))
     assert run.failed
