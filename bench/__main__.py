@@ -7,8 +7,8 @@ import json
 import sys
 import time
 
-BENCHMARKS = ["redis_clients", "kubeapi", "control_plane", "sandbox", "fleet", "triage", "culprit", "incident",
-              "stormctl", "chaos"]
+BENCHMARKS = ["redis_clients", "redis_cluster", "kubeapi", "control_plane", "sandbox", "fleet", "triage", "culprit",
+              "incident", "stormctl", "chaos"]
 
 
 def main(names: list[str]) -> int:

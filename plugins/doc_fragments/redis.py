@@ -51,6 +51,14 @@ options:
         reported within this time plus about a second.
     type: float
     default: 3.0
+  cluster:
+    description:
+      - Redis is a Redis Cluster and O(host)/O(port) name one of its nodes. Every node of the cluster (from
+        C(CLUSTER SLOTS) and C(CLUSTER NODES) through redis-py's cluster client) is read or changed, each over
+        its own connection with the same credentials.
+      - A node that is down is reported by name and the other nodes still are.
+    type: bool
+    default: false
 requirements:
   - redis (the redis-py library, 5.0 or later)
 """

@@ -19,7 +19,7 @@ import re
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import client_churn
+from ansible_collections.fintech.redis_storm.plugins.module_utils import client_churn, stale_cache
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     Connection,
@@ -305,7 +305,8 @@ def unreachable_result(conn: Connection) -> Dict[str, Any]:
     else:
         judged = {"storm": False, "severity": "none", "reasons": ["nothing measured: " + error]}
     return {"reachable": False, "saturated": conn.saturated, "error": error, "clients": None, "stats": None,
-            "rates": None, "latency_ms": None, "top_sources": [], "churn": None, "verdict": judged}
+            "rates": None, "latency_ms": None, "top_sources": [], "churn": None, "stale_cache": None,
+            "verdict": judged}
 
 
 def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float,
@@ -380,6 +381,7 @@ def collect(options: Dict[str, Any], sample_seconds: float = 1.0, latency_sample
         "clients": clients, "stats": stats_view(second), "rates": measured, "latency_ms": latency,
         "top_sources": top_sources(reads[-1][1], top, opened if len(reads) > 1 else None),
         "churn": window,
+        "stale_cache": stale_cache.reading(first, second, elapsed) if sample_seconds > 0 else None,
         "verdict": judged,
     }
 

@@ -54,6 +54,8 @@ REDIS_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "ca_path": {"type": "path"},
     "validate_certs": {"type": "bool", "default": True},
     "socket_timeout": {"type": "float", "default": 3.0},
+    # a Redis Cluster: host and port name one node, every node is read or changed (module_utils/redis_cluster.py)
+    "cluster": {"type": "bool", "default": False},
 }
 
 _SATURATED_TEXT = "max number of clients"

@@ -77,6 +77,7 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
     guards = Guards.from_params(params)
     redis = RedisSide(params.get("redis"))
     gates = Gates(kube, ledger, redis, params, check_mode)
+    nodes = NodeSides(params.get("redis"), redis)
     outcomes: List[Dict[str, Any]] = []
     by_id: Dict[str, Dict[str, Any]] = {}
     warnings: List[str] = []
@@ -91,12 +92,12 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
                     entry["id"], ", ".join(waits)))
             else:
                 overlay = overlays.setdefault(target_key(entry.get("target") or {}), {})
-                done = _restore_one(entry, ledger, gates, redis, guards, params, check_mode, overlay, warnings)
+                done = _restore_one(entry, ledger, gates, nodes, guards, params, check_mode, overlay, warnings)
                 overlay.update(overlay_of(done))
             by_id[entry["id"]] = done
             outcomes.append(done)
     finally:
-        redis.close()
+        nodes.close()
     return _result(ledger, outcomes, params, check_mode, warnings)
 
 
@@ -105,7 +106,30 @@ def _outcome(entry: Dict[str, Any], outcome: str, msg: str) -> Dict[str, Any]:
             "outcome": outcome, "changed": False, "msg": msg, "fields": [], "drift": []}
 
 
-def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, redis: RedisSide, guards: Guards,
+class NodeSides:
+    """The connection a Redis entry is restored over: the one Redis, or on a Redis Cluster (``redis.cluster``)
+    the node the entry was recorded on, by the address in its target, with the same credentials."""
+
+    def __init__(self, options: Optional[Dict[str, Any]], main: RedisSide) -> None:
+        self.options = dict(options or {})
+        self.main = main
+        self.nodes: Dict[str, RedisSide] = {}
+
+    def for_entry(self, entry: Dict[str, Any]) -> RedisSide:
+        address = str((entry.get("target") or {}).get("endpoint") or "")
+        host, _sep, port = address.rpartition(":")
+        if not self.options.get("cluster") or not port.isdigit():
+            return self.main
+        if address not in self.nodes:
+            self.nodes[address] = RedisSide(dict(self.options, host=host.strip("[]"), port=int(port), cluster=False))
+        return self.nodes[address]
+
+    def close(self) -> None:
+        for side in [self.main, *self.nodes.values()]:
+            side.close()
+
+
+def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, nodes: NodeSides, guards: Guards,
                  params: Dict[str, Any], check_mode: bool, overlay: Overlay, warnings: List[str]) -> Dict[str, Any]:
     force = bool(params.get("force"))
     kwargs: Dict[str, Any] = {"force": force, "dry_run": check_mode, "guards": guards,
@@ -115,11 +139,13 @@ def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, redis: Red
         owned.check_restorable(entry, guards)
     except StormError as exc:
         return _outcome(entry, "refused", exc.message)
+    redis = nodes.main
     if target.get("type") == "redis":
+        redis = nodes.for_entry(entry)
         reason = _not_this_server(entry, redis)
         if reason:
             return _outcome(entry, "skipped", "%s: not restored: %s" % (entry["id"], reason))
-        kept = gates.maxclients_kept(entry)
+        kept = gates.on(redis).maxclients_kept(entry)
         if kept:
             return dict(_outcome(entry, "deferred", ""), **gates.defer(entry, kept))
         return ledger.restore(entry, redis=redis.client, **kwargs)

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -118,6 +119,14 @@ class Gates:
         if not 0 <= self.headroom < 100 or not 0 < self.step_percent <= 100:
             raise StormError("headroom_percent must be 0 to 99 and scale_up_step_percent 1 to 100 (got %d and %d)"
                              % (self.headroom, self.step_percent))
+
+    def on(self, redis: RedisSide) -> Gates:
+        """The same gates judged on another Redis (a cluster node an entry was recorded on)."""
+        if redis is self.redis:
+            return self
+        other = copy.copy(self)
+        other.redis = redis
+        return other
 
     def _room(self, limit: int) -> int:
         return room(limit, self.headroom)

@@ -448,6 +448,7 @@ def triage_verdict(
         "recommended_rungs": rungs,
         "degraded_sources": degraded,
         "sources_answered": answered,
+        "warnings": [i["note"] for i in evidence.items if i["signal"].startswith("stale_cache") and i["breached"]],
         "thresholds": limits,
         "summary": _summary(storm, severity, bottleneck, offenders, rungs, degraded, named),
     }
@@ -482,6 +483,8 @@ def summary_lines(verdict: Dict[str, Any], offenders: int = 3, evidence: int = 8
     for item in shown:
         lines.append("  [%s] %s = %s (threshold %s): %s" % (
             item["source"], item["signal"], item["observed"], item["threshold"], item["note"]))
+    for warning in verdict.get("warnings") or []:
+        lines.append("Warning: %s" % warning)
     for rung in verdict["recommended_rungs"]:
         lines.append("Recommended %s: %s" % (rung["rung"], rung["reason"]))
     for gap in verdict["degraded_sources"]:
@@ -495,7 +498,8 @@ def _redis_evidence(evidence: Collector, redis: Dict[str, Any], limits: Dict[str
     if utilization is not None:
         evidence.add("redis", "utilization", utilization, limits["utilization_warning"],
                      utilization >= limits["utilization_warning"],
-                     "%s of %s connections in use (INFO clients)" % (clients.get("connected"), clients.get("max")))
+                     "%s of %s connections in use (INFO clients)" % (clients.get("connected"), clients.get("max"))
+                     if not redis.get("saturating_node") else _hottest_note(redis))
     rates = redis.get("rates") or {}
     new_rate = _number(rates.get("new_connections_per_sec"))
     if new_rate is not None:
@@ -510,6 +514,19 @@ def _redis_evidence(evidence: Collector, redis: Dict[str, Any], limits: Dict[str
     if latency is not None:
         evidence.add("redis", "ping_latency_p99_ms", latency, limits["redis_latency_ms"],
                      latency >= limits["redis_latency_ms"], "p99 of our PING round trips")
+    stale = redis.get("stale_cache") or {}
+    if stale:
+        evicted = (stale.get("evicted_keys") or {}).get("rise")
+        evidence.add("redis", "stale_cache", evicted, 0, bool(stale.get("warning")),
+                     stale.get("warning") or "no key evicted and no rise of expired_stale_perc in %ss"
+                     % stale.get("window_seconds"))
+
+
+def _hottest_note(redis: Dict[str, Any]) -> str:
+    hottest = redis["saturating_node"]
+    return "cluster node %s (%s) saturates first: %s of its %s connections in use; %s of %s over the cluster" % (
+        hottest["node"], hottest["role"], "all" if hottest["saturated"] else hottest["connected"], hottest["max"],
+        (redis.get("clients") or {}).get("connected"), (redis.get("clients") or {}).get("max"))
 
 
 def _prometheus_evidence(evidence: Collector, prom: PromView, limits: Dict[str, float]) -> None:
@@ -554,6 +571,15 @@ def _prometheus_evidence(evidence: Collector, prom: PromView, limits: Dict[str, 
         evidence.add("prometheus", "app_request_growth", growth, limits["app_request_growth"],
                      growth >= limits["app_request_growth"],
                      "request rate now against its recent median; most grown: %s" % where)
+    for signal, name, what in (
+            ("stale_cache_evicted_keys", "evicted_keys", "keys evicted"),
+            ("stale_cache_expired_stale_perc", "expired_stale_perc_rise", "rise of expired_stale_perc (points)")):
+        value = prom.value(name)
+        if value is not None:
+            query = prom.results.get(name, {}).get("query", name)
+            evidence.add("prometheus", signal, value, 0, value > 0,
+                         "stale cache may be served as truth: %s %s by %s" % (what, _fmt(value), query)
+                         if value > 0 else "%s: %s (%s)" % (what, _fmt(value), query))
     for signal, name in (("db_connections", "db_connections"), ("queue_backlog", "queue_backlog")):
         value = prom.value(name)
         if value is not None:
@@ -713,7 +739,9 @@ def _rungs(
         reasons["circuit_breaker"] = "app p99 latency %ss while Redis itself is slow: requests pile up waiting" % (
             _fmt(_number(slow[0]["observed"])))
 
-    maxclients = _number(((redis or {}).get("clients") or {}).get("max")) or prom.value("maxclients")
+    # a cluster node refuses clients at its own maxclients, not the cluster's sum
+    node = (redis or {}).get("saturating_node") or (redis or {}).get("clients") or {}
+    maxclients = _number(node.get("max")) or prom.value("maxclients")
     if fd_limit and maxclients and maxclients < fd_limit * limits["maxclients_fd_share"]:
         reasons["redis_capacity"] = "maxclients %d is low against the open-files limit %d: there is room to raise " \
                                     "it" % (maxclients, fd_limit)

@@ -16,7 +16,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import offenders, redis_clients
+from ansible_collections.fintech.redis_storm.plugins.module_utils import offenders, redis_clients, redis_cluster
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, kube_options
 from ansible_collections.fintech.redis_storm.plugins.module_utils.prometheus import (
@@ -52,8 +52,9 @@ def _guarded(read: Callable[[], View]) -> View:
 
 
 def read_redis(params: Dict[str, Any]) -> View:
-    answer = redis_clients.collect(redis_options(params), params["sample_seconds"], params["latency_samples"],
-                                   params["top"], wave_wait_seconds=params["wave_wait_seconds"])
+    read = redis_cluster.collect if params.get("cluster") else redis_clients.collect
+    answer = read(redis_options(params), params["sample_seconds"], params["latency_samples"], params["top"],
+                  wave_wait_seconds=params["wave_wait_seconds"])
     return dict(answer, changed=False)
 
 

@@ -23,6 +23,11 @@ description:
     critical storm verdict, the strongest storm signal there is.
   - C(CLIENT LIST) blocks Redis for about a microsecond per client; it is called twice per run (a few times more
     only while a reconnect wave settles).
+  - With O(cluster=true) every node of the Redis Cluster is read side by side, each over its own connection.
+    Connections, rates and RV(top_sources) are summed over the nodes (each source says how many it holds on which
+    node, RV(top_sources[].nodes)); RV(clients.utilization) is that of the node nearest its own C(maxclients),
+    named in RV(saturating_node); every node is in RV(nodes). A node that is down is named in RV(error) and
+    RV(verdict.reasons) with what to do, and the other nodes are still read.
 version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
@@ -292,6 +297,26 @@ top_sources:
       type: float
       returned: always
       sample: 140.0
+    nodes:
+      description: With O(cluster=true), the connections from this address on each node, by node address.
+      type: dict
+      returned: when O(cluster=true)
+      sample: {"10.0.0.5:6379": 50, "10.0.0.6:6379": 100}
+nodes:
+  description: With O(cluster=true), every node of the cluster and what was read from it.
+  returned: when O(cluster=true) and a node answered the discovery
+  type: list
+  elements: dict
+  sample: [{node: "10.0.0.5:6379", role: master, slots: ["0-5460"], flags: [], reachable: true, saturated: false,
+            error: null, connected: 181, max: 200, utilization: 0.905, new_connections_per_sec: 4.0,
+            rejected_per_sec: 0.0}]
+saturating_node:
+  description:
+    - With O(cluster=true), the entry of RV(nodes) nearest its C(maxclients), a node that refused our connection
+      at C(maxclients) first. Its clients are refused first.
+  returned: when O(cluster=true) and a node answered the discovery
+  type: dict
+  sample: {node: "10.0.0.6:6379", role: replica, connected: 190, max: 200, utilization: 0.95}
 churn:
   description: The sampling window the C(CLIENT LIST) reads span; null when unreachable.
   returned: always
@@ -340,6 +365,40 @@ churn:
       type: float
       returned: when reachable
       sample: 142.3
+stale_cache:
+  description:
+    - C(evicted_keys) and C(expired_stale_perc) (C(INFO stats)) at both ends of the sampling window, and a warning
+      when either rose in it (keys evicted, or expired keys not yet removed, are read by the applications and may
+      be served as truth). With O(cluster=true) evictions are summed and the stale share is the highest of any node.
+    - Null when unreachable or O(sample_seconds=0).
+  returned: always
+  type: dict
+  sample:
+    evicted_keys: {before: 1200, after: 1830, rise: 630}
+    expired_stale_perc: {before: 0.0, after: 0.0, rise: 0.0}
+    window_seconds: 0.5
+    warning: "stale cache may be served as truth: evicted_keys rose from 1200 to 1830 in 0.5s during the storm; ..."
+  contains:
+    evicted_keys:
+      description: C(evicted_keys) C(before) and C(after) the window, and its C(rise).
+      type: dict
+      returned: when reachable
+      sample: {before: 1200, after: 1830, rise: 630}
+    expired_stale_perc:
+      description: C(expired_stale_perc) C(before) and C(after) the window, and its C(rise) (null before Redis 6).
+      type: dict
+      returned: when reachable
+      sample: {before: 0.0, after: 0.0, rise: 0.0}
+    window_seconds:
+      description: Seconds between the two samples.
+      type: float
+      returned: when reachable
+      sample: 0.5
+    warning:
+      description: The warning with its evidence when either value rose; null otherwise. Also shown as a task warning.
+      type: str
+      returned: when reachable
+      sample: null
 verdict:
   description: Whether Redis shows a connection storm, how bad, and why.
   returned: always
@@ -370,6 +429,7 @@ verdict:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_cluster
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import (
     DEFAULT_THRESHOLDS,
@@ -402,10 +462,13 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
     params = module.params
     try:
-        result = collect(redis_options(params), params["sample_seconds"], params["latency_samples"],
+        read = redis_cluster.collect if params["cluster"] else collect
+        result = read(redis_options(params), params["sample_seconds"], params["latency_samples"],
                          params["top"], params["thresholds"], params["wave_wait_seconds"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
+    if (result.get("stale_cache") or {}).get("warning"):
+        module.warn(result["stale_cache"]["warning"])
     if not result["reachable"] and not result["saturated"] and params["fail_on_unreachable"]:
         module.fail_json(msg=result["error"], **result)
     module.exit_json(changed=False, **result)

@@ -15,6 +15,9 @@ description:
   - Our own connection is never a candidate (it is excluded by its C(CLIENT ID) and C(SKIPME yes)); replicas
     and the master link are never candidates either.
   - Clients that reconnect automatically come straight back; pair this with a mitigation of the source.
+  - With O(cluster=true) every node of the Redis Cluster is read and its matching clients killed, node by node, at
+    most O(max_kill) over the whole cluster; each candidate names its node (RV(candidates[].node)). A node that
+    cannot be reached fails the task, naming it, after the other nodes were handled (RV(nodes)).
 version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
@@ -126,9 +129,21 @@ candidates:
       type: int
       returned: always
       sample: 240
+    node:
+      description: With O(cluster=true), the node the client is connected to.
+      type: str
+      returned: when O(cluster=true)
+      sample: "10.0.0.6:6379"
+nodes:
+  description: With O(cluster=true), each node's own result (C(node), C(role), C(killed), C(matched), ...).
+  returned: when O(cluster=true)
+  type: list
+  elements: dict
+  sample: [{node: "10.0.0.6:6379", role: master, changed: true, killed: 12, already_gone: 0, matched: 12}]
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_cluster_rungs
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import kill_clients
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
@@ -160,8 +175,9 @@ def main() -> None:
         module.fail_json(msg="redis_clients_kill is irreversible and off by default: set enabled: true to kill the "
                              "matching clients, or run in check mode to list them first")
     try:
-        result = kill_clients(redis_options(params), params["ips"], params["idle_seconds_min"],
-                              params["name_pattern"], params["max_kill"], module.check_mode)
+        kill = redis_cluster_rungs.clients_kill if params["cluster"] else kill_clients
+        result = kill(redis_options(params), params["ips"], params["idle_seconds_min"], params["name_pattern"],
+                      params["max_kill"], module.check_mode)
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     module.exit_json(**result)

@@ -235,6 +235,7 @@ saturated:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_cluster_rungs
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, kubernetes_missing
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import fence_writes
@@ -262,13 +263,17 @@ def main() -> None:
         ledger = Ledger(kube, params["incident_id"], params["ledger_namespace"])
         # CONFIG SET is no Kubernetes write: the lock is held before it, and again before each ledger write
         fence_writes(kube, params, module.check_mode)
-        client, options = open_redis(params)
-        config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
-                               rung=params["rung"], allow_below_connected=params["allow_maxclients_below_connected"])
-        if params["state"] == "restored":
-            result = config.restore()
+        if params["cluster"]:
+            result = redis_cluster_rungs.runtime_config(params, ledger, module.check_mode)
         else:
-            result = config.apply(params["settings"], params["capacity"])
+            client, options = open_redis(params)
+            config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
+                                   rung=params["rung"],
+                                   allow_below_connected=params["allow_maxclients_below_connected"])
+            if params["state"] == "restored":
+                result = config.restore()
+            else:
+                result = config.apply(params["settings"], params["capacity"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     finally:

@@ -108,6 +108,13 @@ options:
         description: Seconds to wait for Redis.
         type: float
         default: 3.0
+      cluster:
+        description:
+          - Redis is a Redis Cluster and O(redis.host)/O(redis.port) name one node. Each Redis entry is restored on
+            the node it was recorded on (the address in its target, matched by that node's run_id), with the same
+            credentials; headroom before scale-ups is judged on O(redis.host)/O(redis.port).
+        type: bool
+        default: false
 extends_documentation_fragment:
   - fintech.redis_storm.lock
   - fintech.redis_storm.kube

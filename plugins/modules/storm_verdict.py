@@ -28,8 +28,11 @@ description:
   - Prometheus queries are read by name; the names the verdict knows are C(redis_up), C(utilization),
     C(last_utilization), C(connected_clients), C(maxclients), C(new_connections_per_sec), C(rejected_connections),
     C(redis_command_latency_seconds), C(app_request_growth), C(app_error_ratio), C(app_latency_p95),
-    C(app_latency_p99), C(client_connections), C(client_connections_peak), C(db_connections) and
-    C(queue_backlog).
+    C(app_latency_p99), C(client_connections), C(client_connections_peak), C(db_connections),
+    C(queue_backlog), C(evicted_keys) and C(expired_stale_perc_rise).
+  - Keys evicted, or a rise of C(expired_stale_perc), in Redis' sampling window (O(redis)'s C(stale_cache)) or over
+    the Prometheus query window are a warning that stale cache may be served as truth, in C(storm_triage.warnings)
+    with the values and the window; they do not change the storm verdict.
 version_added: "0.1.0"
 author: fintech SRE (@fintech-sre)
 options:
@@ -173,6 +176,12 @@ storm_triage:
       elements: dict
     sources_answered:
       description: The sources the verdict is built from.
+      type: list
+      elements: str
+    warnings:
+      description:
+        - What triage warns about besides the storm, each with its evidence; today that stale cache may be served
+          as truth (keys evicted, or C(expired_stale_perc) rising, with the values and the window).
       type: list
       elements: str
     thresholds:

@@ -59,6 +59,12 @@ options:
         description: Seconds to wait for the connection and for each answer (one attempt, no retries).
         type: float
         default: 3.0
+      cluster:
+        description:
+          - Redis is a Redis Cluster and O(redis.host)/O(redis.port) name one of its nodes; every node is read
+            and the sources are summed over them, as for M(fintech.redis_storm.redis_clients_info).
+        type: bool
+        default: false
       sample_seconds:
         description: Seconds between the two INFO samples the connection rates come from. V(0) skips the rates.
         type: float
