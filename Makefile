@@ -19,7 +19,7 @@ INSTALL_DEBS = env APT_LOCK_TIMEOUT=$(APT_LOCK_TIMEOUT) APT_OPTIONS="$(APT_OPTIO
 DEMO_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help setup kube debs demo test lint sanity ansible-units unit integration e2e chaos matrix bench build clean
+.PHONY: help setup kube debs demo test lint ladder sanity ansible-units unit integration e2e chaos matrix bench build clean
 
 help:
 	@echo "make demo   set up, raise a storm in the sandbox, run the incident through stormctl, print the report"
@@ -61,9 +61,14 @@ $(GET_PIP):
 	  'if args: subprocess.check_call([sys.executable, "-m", "pip", "install", *args])' > $@
 
 lint: setup
-	$(BIN)/ruff check src plugins extensions tests bench
+	$(BIN)/python tools/ladder.py --check
+	$(BIN)/ruff check src plugins extensions tests bench tools
 	$(BIN)/mypy src plugins extensions
 	$(BIN)/ansible-lint
+
+# Write every copy of the rung list (module_utils, role vars, JSON schemas, AWX surveys, docs) from meta/ladder.yml.
+ladder: $(VENV)/.installed
+	$(BIN)/python tools/ladder.py
 
 # ansible-test sanity runs on the collection as built (what galaxy.yml's build_ignore leaves), unpacked where
 # ansible-test wants it (it reads the real working directory), with tests/config.yml: every test on the venv's

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,11 +10,7 @@ from typing import Any, Callable
 
 import kubernetes
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.fixtures.kubeapi import deployment, pod, running_kubeapi  # noqa: E402
+from stormctl.sandbox.kubeapi.harness import deployment, pod, running_kubeapi
 
 ROUNDS = 300
 PODS = 1000

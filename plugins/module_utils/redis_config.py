@@ -23,6 +23,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.capacity impor
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ladder import RUNGS
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REDIS_DIRECTIVES
@@ -46,8 +47,9 @@ SETTINGS = REDIS_DIRECTIVES
 FD_LIMIT = re.compile(r"not able to handle the specified number of clients, try with (\d+)")
 MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3,
                 "gb": 1024 ** 3}
-KUBE_SIDE_RUNGS = ("ingress_rate_limit, client_retries, circuit_breaker and offender_scale_down act through "
-                   "Kubernetes and do not need a Redis connection")
+_KUBE_SIDE = [r["name"] for r in RUNGS if r["stage"] == "mitigate" and r["acts_on"] == "workload"]
+KUBE_SIDE_RUNGS = "%s and %s act through Kubernetes and do not need a Redis connection" % (
+    ", ".join(_KUBE_SIDE[:-1]), _KUBE_SIDE[-1])
 
 # The kube connection options, renamed where they collide with the Redis ones.
 KUBE_RENAMES = {"host": "kube_host", "validate_certs": "kube_validate_certs"}

@@ -20,15 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils import culprit
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-
-LADDER = (
-    "ingress_rate_limit",
-    "client_retries",
-    "circuit_breaker",
-    "redis_capacity",
-    "offender_scale_down",
-    "hpa_pause",
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ladder import LADDER, RUNGS
 
 SOURCES = ("redis", "prometheus", "kubernetes")
 
@@ -765,7 +757,7 @@ def _rungs(
                                "connections" % (hpa.get("kind", "autoscaler"), _who(top),
                                                 top["hpa_state"].replace("_", " "), hpa.get("current", top.get("pods")),
                                                 hpa.get("desired"), hpa.get("min"), hpa.get("max"))
-    acting = ("ingress_rate_limit", "client_retries", "circuit_breaker", "offender_scale_down", "hpa_pause")
+    acting = [r["name"] for r in RUNGS if r["acts_on"] == "workload"]
     return [dict({"rung": rung, "reason": reasons[rung]}, **({"workload": _who(top)} if top and rung in acting else {}))
             for rung in LADDER if rung in reasons]
 

@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from stormctl.ladder import RUNGS
 from stormctl.runner import RunResult
 
 COUNTED = {
@@ -98,14 +99,7 @@ class Progress:
         return grid
 
 
-RUNG_ROLES = {
-    "ingress_rate_limit",
-    "client_retries",
-    "circuit_breaker",
-    "redis_capacity",
-    "offender_scale_down",
-    "hpa_pause",
-}
+RUNG_ROLES = set(RUNGS)
 
 
 def summary(

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from stormctl.ladder import RUNGS
 from tests.fixtures.sandbox import Sandbox, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,8 +33,7 @@ SCENARIO_DIR = REPO / "src" / "stormctl" / "sandbox" / "scenarios"
 # (python -m bench culprit); the others are the incidents the ladder must handle.
 SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.yml")
                    if p.stem not in ("world", "big-storm", "churn-beside-idle-pool", "two-storms"))
-LADDER = ["ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down",
-          "hpa_pause"]
+LADDER = list(RUNGS)
 OPERATOR = "storm-operator"
 LEDGER_NAMESPACE = "redis-storm"
 REDIS_SETTINGS = ("maxclients", "timeout", "tcp-keepalive", "maxmemory-clients")

@@ -73,20 +73,22 @@ def tls_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProm
 
 def compat_play(redis: Any, kubeconfig: str, results_file: Path, prometheus: TlsPrometheus) -> List[Dict[str, Any]]:
     """Each step registers its result; the last task writes them all to ``results_file`` (ansible-core 2.16
-    has no json stdout callback of its own: that one lives in ansible.posix)."""
-    kube = {"kubeconfig": kubeconfig}
+    has no json stdout callback of its own: that one lives in ansible.posix). The connections come from
+    meta/runtime.yml's action groups, as the playbooks set them."""
     scale = {"incident_id": INCIDENT, "namespace": "trading", "name": "trading-api", "replicas": 4,
-             "allowed_namespaces": ["trading"], "min_replicas": 2, "max_reduction_percent": 50, **kube}
-    lock = {"incident_id": INCIDENT, "holder": HOLDER, "ttl_seconds": 300, **kube}
+             "allowed_namespaces": ["trading"], "min_replicas": 2, "max_reduction_percent": 50}
+    lock = {"incident_id": INCIDENT, "holder": HOLDER, "ttl_seconds": 300}
     collect = "{{ {%s} | to_json }}" % ", ".join("'%s': %s" % (step, step) for step in STEPS)
     return [{
         "name": "fintech.redis_storm on each ansible-core", "hosts": "localhost", "gather_facts": False,
         # Set as the sandbox inventory does; the roles' handling of it unset is the next test's subject.
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}", "storm_kube_validate_certs": True},
+        "module_defaults": {
+            "group/fintech.redis_storm.kubernetes": {"kubeconfig": kubeconfig},
+            "group/fintech.redis_storm.redis": {"host": redis.host, "port": redis.port, "password": redis.password}},
         "tasks": [
             {"name": "core version", "ansible.builtin.set_fact": {"core_version": "{{ ansible_version.full }}"}},
             {"name": "clients info", "fintech.redis_storm.redis_clients_info": {
-                "host": redis.host, "port": redis.port, "password": redis.password,
                 "sample_seconds": 0.2, "latency_samples": 3}, "register": "clients_info"},
             {"name": "verdict", "fintech.redis_storm.storm_verdict": {"redis": "{{ clients_info }}"},
              "register": "verdict"},
@@ -96,7 +98,7 @@ def compat_play(redis: Any, kubeconfig: str, results_file: Path, prometheus: Tls
             {"name": "scale real", "fintech.redis_storm.workload_scale": scale, "diff": True,
              "register": "scale_real"},
             {"name": "rollback", "fintech.redis_storm.storm_rollback": {"incident_id": INCIDENT,
-                                                                        "allowed_namespaces": ["trading"], **kube},
+                                                                        "allowed_namespaces": ["trading"]},
              "register": "rollback"},
             {"name": "lock release", "fintech.redis_storm.storm_lock": dict(lock, state="released"),
              "register": "lock_release"},

@@ -217,10 +217,14 @@ def test_two_changes_in_one_incident_restore_newest_first_also_in_check_mode(led
 def capacity_rung(kubeapi: Any, server: Any, **role_vars: Any) -> Any:
     """The redis_capacity rung as the ladder runs it."""
     return run_playbook([{
-        "name": "rung", "ansible.builtin.include_role": {"name": "fintech.redis_storm.redis_capacity"},
-        "vars": dict({"redis_capacity_incident_id": INCIDENT, "redis_capacity_redis_host": server.host,
-                      "redis_capacity_redis_port": server.port, "redis_capacity_redis_password": server.password,
-                      "redis_capacity_kubeconfig": str(kubeapi.kubeconfig)}, **role_vars)},
+        "name": "connected",
+        "module_defaults": {"fintech.redis_storm.redis_runtime_config": {"kubeconfig": str(kubeapi.kubeconfig)},
+                            "group/fintech.redis_storm.kubernetes": {"kubeconfig": str(kubeapi.kubeconfig)}},
+        "block": [{
+            "name": "rung", "ansible.builtin.include_role": {"name": "fintech.redis_storm.redis_capacity"},
+            "vars": dict({"redis_capacity_incident_id": INCIDENT, "redis_capacity_redis_host": server.host,
+                          "redis_capacity_redis_port": server.port, "redis_capacity_redis_password": server.password},
+                         **role_vars)}]},
         {"name": "show", "ansible.builtin.debug": {"var": "__ladder_rung_result"}},
     ], diff=True)
 

@@ -150,11 +150,14 @@ def test_lock_and_rung_through_ansible_playbook(cluster: Any) -> None:
 
 def ladder_rung(kubeapi: Any, target: str) -> Dict[str, Any]:
     """The ladder's rung.yml for hpa_pause on ``target``, as the incident playbook includes it."""
-    return {"name": "rung",
-            "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder", "tasks_from": "rung"},
-            "vars": {"__ladder_rung": "hpa_pause", "ladder_stage": "stabilise", "ladder_target": target,
-                     "ladder_incident_id": kubeapi.incident_id, "ladder_max_attempts": 2,
-                     "ladder_cooldown_seconds": 600, "ladder_kubeconfig": str(kubeapi.kubeconfig)}}
+    return {"name": "connected",
+            "module_defaults": {"group/fintech.redis_storm.kubernetes": {"kubeconfig": str(kubeapi.kubeconfig)}},
+            "block": [{
+                "name": "rung",
+                "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder", "tasks_from": "rung"},
+                "vars": {"__ladder_rung": "hpa_pause", "ladder_stage": "stabilise", "ladder_target": target,
+                         "ladder_incident_id": kubeapi.incident_id, "ladder_max_attempts": 2,
+                         "ladder_cooldown_seconds": 600}}]}
 
 
 def test_a_rung_in_its_cooldown_is_reported_as_skipped(cluster: Any) -> None:
@@ -220,11 +223,12 @@ def fenced_run(kubeapi: Any, between: List[Dict[str, Any]]) -> List[Dict[str, An
             "allowed_namespaces": ["trading"], **kube_args(kubeapi)}
     return [{
         "name": "under the lock",
-        "module_defaults": {"group/fintech.redis_storm.fenced": {"lock": "{{ storm_lock | default(omit) }}"}},
+        "module_defaults": {"group/fintech.redis_storm.fenced": {"lock": "{{ storm_lock | default(omit) }}"},
+                            "group/fintech.redis_storm.kubernetes": {"kubeconfig": str(kubeapi.kubeconfig)}},
         "block": [
             {"name": "lock", "ansible.builtin.include_role": {"name": "fintech.redis_storm.incident_lock"},
              "vars": {"incident_lock_incident_id": kubeapi.incident_id, "incident_lock_name": kubeapi.incident_id,
-                      "incident_lock_ttl_seconds": 600, "incident_lock_kubeconfig": str(kubeapi.kubeconfig)}},
+                      "incident_lock_ttl_seconds": 600}},
             {"name": "first write", "fintech.redis_storm.feature_flag": dict(flag, flags={"retry": "off"})},
             *between,
             {"name": "second write", "fintech.redis_storm.feature_flag": dict(flag, flags={"breaker": "open"})},

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stormctl.ladder import RUNGS as LADDER
 from stormctl.sandbox.scenario import (
     SCENARIO_DIR,
     ScenarioError,
@@ -15,8 +16,7 @@ from stormctl.sandbox.scenario import (
     scenario_names,
 )
 
-RUNGS = {"ingress_rate_limit", "client_retries", "circuit_breaker", "redis_capacity", "offender_scale_down",
-         "hpa_pause"}
+RUNGS = set(LADDER)
 
 
 def test_the_packaged_scenarios_load_and_name_a_culprit_of_the_world() -> None:

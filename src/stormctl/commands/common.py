@@ -20,6 +20,7 @@ from rich.prompt import Confirm
 
 from stormctl import runner
 from stormctl.errors import StormctlError
+from stormctl.ladder import RUNGS
 from stormctl.progress import Progress, summary
 from stormctl.runner import DEFAULT_INVENTORY, PLAYBOOKS, RunConfig, RunResult
 from stormctl.sandbox.state import REPO
@@ -27,14 +28,6 @@ from stormctl.sandbox.state import REPO
 if TYPE_CHECKING:
     from stormctl.report import ReportFiles
 
-RUNGS = (
-    "ingress_rate_limit",
-    "client_retries",
-    "circuit_breaker",
-    "redis_capacity",
-    "offender_scale_down",
-    "hpa_pause",
-)
 EXIT_FOR_OUTCOME = {"recovered": 0, "no_storm": 0, "not_recovered": 2, "refused": 3, "failed": 1}
 # Same rule as the ledger's object names: the id becomes part of ConfigMap and Lease names.
 INCIDENT_ID = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,38}[a-z0-9])?$")
