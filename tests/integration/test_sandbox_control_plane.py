@@ -172,3 +172,19 @@ def test_triage_names_the_churning_workload_from_redis_client_addresses_mapped_t
         assert str(run.top["connections_from"]).startswith("redis"), run.top
     finally:
         box.calm()
+
+
+def test_reset_puts_the_baseline_back_beside_what_the_real_controllers_keep(plane_sandbox: Sandbox) -> None:
+    """The Deployment controller's revision annotation is the cluster's, not drift: reset leaves it and settles."""
+    box = plane_sandbox
+    kubectl(box, "-n", "wallet", "annotate", "ingress", "wallet-service", "nginx.ingress.kubernetes.io/limit-rps=5")
+    kubectl(box, "-n", "wallet", "scale", "deployment/wallet-service", "--replicas=1")
+    changes = box.reset()
+    assert sorted(changes["restored"]) == ["/apis/apps/v1/namespaces/wallet/deployments/wallet-service",
+                                           "/apis/networking.k8s.io/v1/namespaces/wallet/ingresses/wallet-service"]
+    ingress = get(box, "ingress", "wallet-service", "-n", "wallet")
+    assert "nginx.ingress.kubernetes.io/limit-rps" not in ingress["metadata"]["annotations"]
+    deployment = get(box, "deployment", "wallet-service", "-n", "wallet")
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+    assert box.reset() == {"restored": [], "deleted": []}

@@ -33,6 +33,8 @@ EXTRA_KINDS = (("networking.istio.io/v1", "DestinationRule"), ("traefik.io/v1alp
 COMPARED = ("spec", "data")
 # No mitigation touches these (and a Service's clusterIP is the server's, not the baseline's).
 SKIPPED_KINDS = ("Namespace", "Service")
+# Annotations the cluster's own controllers keep on an object (the Deployment controller's revision).
+CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/",)
 ATTEMPTS = 5
 
 
@@ -46,16 +48,21 @@ def _path(obj: dict[str, Any]) -> str:
     return "%s/%s" % (_collection(obj["apiVersion"], obj["kind"], meta["namespace"]), meta["name"])
 
 
+def _ours(annotations: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in annotations.items() if not k.startswith(CONTROLLER_ANNOTATIONS)}
+
+
 def _view(obj: dict[str, Any]) -> tuple[Any, ...]:
     meta = obj.get("metadata") or {}
-    return (meta.get("labels") or {}, meta.get("annotations") or {}, *(obj.get(k) for k in COMPARED))
+    return (meta.get("labels") or {}, _ours(meta.get("annotations") or {}), *(obj.get(k) for k in COMPARED))
 
 
 def _desired(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     desired = copy.deepcopy(current)
     meta = desired["metadata"]
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _ours(meta.get("annotations") or {})}
     meta["labels"] = dict(baseline["metadata"].get("labels") or {})
-    meta["annotations"] = dict(baseline["metadata"].get("annotations") or {})
+    meta["annotations"] = dict(baseline["metadata"].get("annotations") or {}, **kept)
     for key in COMPARED:
         if key in baseline:
             desired[key] = copy.deepcopy(baseline[key])
