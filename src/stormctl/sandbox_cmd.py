@@ -7,6 +7,8 @@ import json
 import time
 from typing import Any
 
+from stormctl.sandbox.state import KUBE_BACKEND_ENV, KUBE_BACKENDS
+
 # The sandbox's modules import redis and the supervisor: only the sandbox subcommands pay for them.
 
 
@@ -29,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up = add("up", "start the sandbox and wait until every service is healthy")
     up.add_argument("--maxclients", type=int, default=1000, help="Redis maxclients (default 1000)")
     up.add_argument("--scenario", help="start this scenario's storm once the sandbox is up")
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health (default 90)")
+    up.add_argument("--timeout", type=float,
+                    help="seconds to wait for health (default 90, 240 on the control plane)")
+    up.add_argument("--kube", choices=KUBE_BACKENDS,
+                    help="the sandbox's Kubernetes: the real control plane from `make kube` with the fleet as its "
+                         "node agent, or the API emulator (default $%s, else emulator)" % KUBE_BACKEND_ENV)
     up.add_argument("--no-fleet", action="store_true", help="start without the client fleet")
     up.add_argument(
         "--no-kubeapi", action="store_true", help="start without the kube API emulator (implies --no-fleet)"
@@ -72,6 +78,7 @@ def _up(args: argparse.Namespace) -> int:
         with_kubeapi=not args.no_kubeapi,
         with_fleet=not (args.no_fleet or args.no_kubeapi),
         timeout=args.timeout,
+        kube=args.kube,
     )
     print("sandbox up in %.1f s" % (time.monotonic() - started))
     print(describe(report))

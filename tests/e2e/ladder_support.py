@@ -235,7 +235,7 @@ def api_get(box: Sandbox, path: str) -> Optional[Dict[str, Any]]:
     request = urllib.request.Request(box.kube_api + path)
     request.add_header("Authorization", "Bearer %s" % box.token("admin"))
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=box.api_context()) as response:
             return dict(json.loads(response.read()))
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -248,7 +248,7 @@ def sandbox_api(box: Sandbox, method: str, path: str, body: Optional[Dict[str, A
     request = urllib.request.Request(box.kube_api + path, data=data, method=method)
     request.add_header("Authorization", "Bearer %s" % box.token("admin"))
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=10) as response:
+    with urllib.request.urlopen(request, timeout=10, context=box.api_context()) as response:
         text = response.read()
     return json.loads(text) if text else None
 
@@ -260,7 +260,7 @@ def audit_seq(box: Sandbox) -> int:
 
 def operator_writes(box: Sandbox, since: int) -> List[Dict[str, Any]]:
     """Every write the operator identity sent after audit entry `since` (dry runs included, marked)."""
-    return [e for e in box.audit() if int(e["seq"]) > since and e["user"] == OPERATOR and e["verb"] in WRITE_VERBS]
+    return [e for e in box.audit() if int(e["seq"]) > since and e["user"] == box.operator and e["verb"] in WRITE_VERBS]
 
 
 def real_writes(writes: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

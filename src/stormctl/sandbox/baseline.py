@@ -33,6 +33,8 @@ EXTRA_KINDS = (("networking.istio.io/v1", "DestinationRule"), ("traefik.io/v1alp
 COMPARED = ("spec", "data")
 # No mitigation touches these (and a Service's clusterIP is the server's, not the baseline's).
 SKIPPED_KINDS = ("Namespace", "Service")
+# Annotations the cluster's own controllers keep on an object (the Deployment controller's revision).
+CONTROLLER_ANNOTATIONS = ("deployment.kubernetes.io/",)
 ATTEMPTS = 5
 
 
@@ -46,16 +48,21 @@ def _path(obj: dict[str, Any]) -> str:
     return "%s/%s" % (_collection(obj["apiVersion"], obj["kind"], meta["namespace"]), meta["name"])
 
 
+def _ours(annotations: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in annotations.items() if not k.startswith(CONTROLLER_ANNOTATIONS)}
+
+
 def _view(obj: dict[str, Any]) -> tuple[Any, ...]:
     meta = obj.get("metadata") or {}
-    return (meta.get("labels") or {}, meta.get("annotations") or {}, *(obj.get(k) for k in COMPARED))
+    return (meta.get("labels") or {}, _ours(meta.get("annotations") or {}), *(obj.get(k) for k in COMPARED))
 
 
 def _desired(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
     desired = copy.deepcopy(current)
     meta = desired["metadata"]
+    kept = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _ours(meta.get("annotations") or {})}
     meta["labels"] = dict(baseline["metadata"].get("labels") or {})
-    meta["annotations"] = dict(baseline["metadata"].get("annotations") or {})
+    meta["annotations"] = dict(baseline["metadata"].get("annotations") or {}, **kept)
     for key in COMPARED:
         if key in baseline:
             desired[key] = copy.deepcopy(baseline[key])
@@ -64,25 +71,25 @@ def _desired(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any
     return desired
 
 
-def _restore_one(api: str, token: str, baseline: dict[str, Any]) -> bool:
+def _restore_one(api: str, token: str, baseline: dict[str, Any], ca_file: str | None = None) -> bool:
     """True when the object had drifted and was written back."""
     url = api + _path(baseline)
     for _ in range(ATTEMPTS):
         try:
-            current = cluster.http_json(url, token)
+            current = cluster.http_json(url, token, ca_file=ca_file)
         except urllib.error.HTTPError as exc:
             if exc.code != 404:
                 raise
             collection = api + _collection(baseline["apiVersion"], baseline["kind"], baseline["metadata"]["namespace"])
-            cluster.http_json(collection, token, method="POST", body=baseline)
+            cluster.http_json(collection, token, ca_file=ca_file, method="POST", body=baseline)
             return True
         desired = _desired(current, baseline)
         try:
             # A dry run returns the object as the server would store it (defaults applied): compare that.
-            preview = cluster.http_json(url + "?dryRun=All", token, method="PUT", body=desired)
+            preview = cluster.http_json(url + "?dryRun=All", token, ca_file=ca_file, method="PUT", body=desired)
             if _view(preview) == _view(current):
                 return False
-            cluster.http_json(url, token, method="PUT", body=desired)
+            cluster.http_json(url, token, ca_file=ca_file, method="PUT", body=desired)
             return True
         except urllib.error.HTTPError as exc:
             if exc.code != 409:  # someone (the fleet's controllers) wrote in between: read again
@@ -90,22 +97,23 @@ def _restore_one(api: str, token: str, baseline: dict[str, Any]) -> bool:
     raise RuntimeError("%s kept changing while it was being restored" % url)
 
 
-def _delete(api: str, token: str, path: str) -> None:
+def _delete(api: str, token: str, path: str, ca_file: str | None = None) -> None:
     try:
-        cluster.http_json(api + path, token, method="DELETE")
+        cluster.http_json(api + path, token, ca_file=ca_file, method="DELETE")
     except urllib.error.HTTPError as exc:
         if exc.code != 404:
             raise
 
 
-def restore(api: str, token: str, settle: float = 6.0, timeout: float = 60.0) -> dict[str, list[str]]:
+def restore(api: str, token: str, ca_file: str | None = None, settle: float = 6.0, timeout: float = 60.0) \
+        -> dict[str, list[str]]:
     """Restore the baseline world through the kube API with an admin `token`; returns what changed.
 
     Autoscalers that still see the last storm's load may scale a restored workload straight back
     up, so after a change it restores again until the cluster has stayed at its baseline for
     `settle` seconds (an HPA acts every few seconds), or fails after `timeout`.
     """
-    changes = _restore_pass(api, token)
+    changes = _restore_pass(api, token, ca_file)
     if not changes["restored"] and not changes["deleted"]:
         return changes
     deadline = time.monotonic() + timeout
@@ -118,20 +126,20 @@ def restore(api: str, token: str, settle: float = 6.0, timeout: float = 60.0) ->
                 % (timeout, ", ".join(again["restored"]))
             )
         time.sleep(0.5)
-        again = _restore_pass(api, token)
+        again = _restore_pass(api, token, ca_file)
         if again["restored"]:
             quiet_since = time.monotonic()
             changes["restored"] = sorted(set(changes["restored"]) | set(again["restored"]))
     return changes
 
 
-def _restore_pass(api: str, token: str) -> dict[str, list[str]]:
+def _restore_pass(api: str, token: str, ca_file: str | None = None) -> dict[str, list[str]]:
     objects = [obj for obj in manifests(load_world()) if obj["kind"] not in SKIPPED_KINDS]
-    restored = [_path(obj) for obj in objects if _restore_one(api, token, obj)]
+    restored = [_path(obj) for obj in objects if _restore_one(api, token, obj, ca_file)]
     deleted: list[str] = []
     for api_version, kind in (("v1", "ConfigMap"), ("coordination.k8s.io/v1", "Lease")):
         collection = _collection(api_version, kind, LEDGER_NAMESPACE)
-        for item in (cluster.http_json(api + collection, token) or {}).get("items") or []:
+        for item in (cluster.http_json(api + collection, token, ca_file=ca_file) or {}).get("items") or []:
             deleted.append("%s/%s" % (collection, item["metadata"]["name"]))
     known = {_path(obj) for obj in objects}
     namespaces = {obj["metadata"]["namespace"] for obj in objects}
@@ -139,7 +147,7 @@ def _restore_pass(api: str, token: str) -> dict[str, list[str]]:
         for namespace in sorted(namespaces):
             collection = _collection(api_version, kind, namespace)
             try:
-                items = (cluster.http_json(api + collection, token) or {}).get("items") or []
+                items = (cluster.http_json(api + collection, token, ca_file=ca_file) or {}).get("items") or []
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
                     continue
@@ -149,5 +157,5 @@ def _restore_pass(api: str, token: str) -> dict[str, list[str]]:
                 if path not in known:
                     deleted.append(path)
     for path in deleted:
-        _delete(api, token, path)
+        _delete(api, token, path, ca_file)
     return {"restored": restored, "deleted": deleted}

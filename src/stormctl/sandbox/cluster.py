@@ -7,6 +7,7 @@ ConfigMaps from here, so it always matches the fleet's baseline world.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from typing import Any
@@ -17,15 +18,18 @@ BREAKER_KEY = "redis.circuit_breaker.force_open"
 FLAGD_KEY = "flags.json"
 
 
-def http_json(url: str, token: str | None = None, method: str = "GET", body: Any = None, timeout: float = 2.0) -> Any:
-    """JSON from an HTTP endpoint; raises OSError (urllib.error.URLError/HTTPError) on failure."""
+def http_json(url: str, token: str | None = None, method: str = "GET", body: Any = None, timeout: float = 2.0,
+              ca_file: str | None = None) -> Any:
+    """JSON from an HTTP endpoint (an https one checked against `ca_file`, the cluster's CA, when given); raises
+    OSError (urllib.error.URLError/HTTPError) on failure."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     if token:
         request.add_header("Authorization", "Bearer %s" % token)
     if data is not None:
         request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
         raw = response.read()
     return json.loads(raw) if raw else None
 
@@ -41,9 +45,9 @@ def http_ok(url: str, timeout: float = 1.0) -> str | None:
     return None
 
 
-def _items(api: str, token: str, path: str) -> list[dict[str, Any]]:
+def _items(api: str, token: str, path: str, ca_file: str | None = None) -> list[dict[str, Any]]:
     try:
-        listing = http_json(api + path, token)
+        listing = http_json(api + path, token, ca_file=ca_file)
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             return []
@@ -86,13 +90,13 @@ def _env(deployment: dict[str, Any], name: str) -> str | None:
     return None
 
 
-def discover(api: str, token: str) -> dict[str, Any]:
+def discover(api: str, token: str, ca_file: str | None = None) -> dict[str, Any]:
     """namespaces, client_namespaces (with client Deployments), workloads, redis_workload, ingresses, flags and
     mesh_destination_rules: the keys of the shared inventory variables."""
-    all_namespaces = (_meta(ns)[1] for ns in _items(api, token, "/api/v1/namespaces"))
+    all_namespaces = (_meta(ns)[1] for ns in _items(api, token, "/api/v1/namespaces", ca_file))
     namespaces = sorted(name for name in all_namespaces if name not in SYSTEM_NAMESPACES)
-    deployments = _items(api, token, "/apis/apps/v1/deployments")
-    statefulsets = _items(api, token, "/apis/apps/v1/statefulsets")
+    deployments = _items(api, token, "/apis/apps/v1/deployments", ca_file)
+    statefulsets = _items(api, token, "/apis/apps/v1/statefulsets", ca_file)
     workloads: list[dict[str, Any]] = []
     for kind, objs in (("Deployment", deployments), ("StatefulSet", statefulsets)):
         for obj in objs:
@@ -109,7 +113,7 @@ def discover(api: str, token: str) -> dict[str, Any]:
 
     deployment_names = {_meta(d) for d in deployments}
     ingresses = []
-    for ingress in _items(api, token, "/apis/networking.k8s.io/v1/ingresses"):
+    for ingress in _items(api, token, "/apis/networking.k8s.io/v1/ingresses", ca_file):
         namespace, name = _meta(ingress)
         backend = _ingress_service(ingress) or name
         target = backend if (namespace, backend) in deployment_names else name
@@ -124,7 +128,8 @@ def discover(api: str, token: str) -> dict[str, Any]:
             continue
         data: dict[str, Any] = {}
         try:
-            data = (http_json("%s/api/v1/namespaces/%s/configmaps/%s" % (api, namespace, configmap), token) or {}).get(
+            data = (http_json("%s/api/v1/namespaces/%s/configmaps/%s" % (api, namespace, configmap), token,
+                              ca_file=ca_file) or {}).get(
                 "data"
             ) or {}
         except urllib.error.HTTPError:
@@ -141,7 +146,7 @@ def discover(api: str, token: str) -> dict[str, Any]:
         )
     destination_rules = [
         {"namespace": _meta(rule)[0], "name": _meta(rule)[1], "host": str((rule.get("spec") or {}).get("host") or "")}
-        for rule in _items(api, token, "/apis/networking.istio.io/v1beta1/destinationrules")
+        for rule in _items(api, token, "/apis/networking.istio.io/v1beta1/destinationrules", ca_file)
     ]
     redis_namespace = redis_workload["namespace"] if redis_workload else None
     client_namespaces = sorted({_meta(d)[0] for d in deployments} - {redis_namespace})

@@ -22,7 +22,11 @@ from typing import Any, Iterator
 from stormctl.errors import StormctlError
 from stormctl.sandbox import cluster, procs
 from stormctl.sandbox.state import (
+    CONTROL_PLANE,
+    EMULATOR,
     ERROR_FILE,
+    KUBE_BACKEND_ENV,
+    KUBE_BACKENDS,
     MARKER_ENV,
     PASSWORD_FILE,
     REPO,
@@ -188,16 +192,28 @@ def up(
     scenario: str | None = None,
     with_kubeapi: bool = True,
     with_fleet: bool = True,
-    timeout: float = 90.0,
+    timeout: float | None = None,
     owner_pid: int | None = None,
+    kube: str | None = None,
 ) -> dict[str, Any]:
     """Start a sandbox in `state_dir` and return its status once every service is healthy.
+
+    `kube` picks its Kubernetes: "control-plane" (etcd, kube-apiserver, kube-controller-manager and
+    metrics-server from `make kube`, with the fleet as the node agent) or "emulator"; unset, it is
+    $STORM_SANDBOX_KUBE, else the emulator.
 
     With `owner_pid` (a test session, say) the sandbox stops itself and removes its directory
     when that process is gone, so a killed test run leaves nothing behind.
     """
     path = resolve_dir(state_dir)
     _check_prerequisites(maxclients)
+    backend = kube or os.environ.get(KUBE_BACKEND_ENV) or EMULATOR
+    if backend not in KUBE_BACKENDS:
+        raise StormctlError("unknown Kubernetes backend %r (from %s): pick one of %s" % (
+            backend, "--kube" if kube else KUBE_BACKEND_ENV, ", ".join(KUBE_BACKENDS)))
+    if timeout is None:
+        # the control plane's first start bootstraps RBAC and waits for metrics-server's APIService
+        timeout = 240.0 if backend == CONTROL_PLANE else 90.0
     if with_fleet and not with_kubeapi:
         raise StormctlError("the fleet needs the kube API emulator: drop --no-kubeapi or add --no-fleet")
     with _dir_lock(path):
@@ -213,6 +229,7 @@ def up(
                 "redis_password": password,
                 "tokens": {role: new_secret() for role in TOKEN_ROLES},
                 "with_kubeapi": with_kubeapi,
+                "kube": backend,
                 "with_fleet": with_fleet,
                 "owner_pid": owner_pid,
             },
@@ -305,8 +322,26 @@ def _healthy(name: str, info: dict[str, Any], state: dict[str, Any]) -> bool:
         except redis.RedisError as exc:
             # At maxclients Redis is alive but refuses us: that is a storm, not an outage.
             return "max number of clients" in str(exc)
+    if info.get("control_plane"):
+        return _control_plane_healthy(name, port, state)
     paths = {"exporter": "/metrics", "prometheus": "/-/ready", "kubeapi": "/readyz", "fleet": "/status"}
     return cluster.http_ok("http://%s:%s%s" % (host, port, paths.get(name, "/")), timeout=2.0) is not None
+
+
+def _control_plane_healthy(name: str, port: int, state: dict[str, Any]) -> bool:
+    """The apiserver's /readyz (open to anyone, as on any cluster) and etcd's /health; the controllers and
+    metrics-server count as healthy while they run (the apiserver's aggregation layer checks the latter)."""
+    if name == "kube-apiserver":
+        try:
+            cluster.http_json("https://%s:%d/readyz" % (procs.LOOPBACK, port), ca_file=state["kube"]["ca_file"])
+        except ValueError:
+            return True  # "ok" is not JSON
+        except (OSError, KeyError):
+            return False
+        return True
+    if name == "etcd":
+        return cluster.http_ok("http://%s:%d/health" % (procs.LOOPBACK, port), timeout=2.0) is not None
+    return True
 
 
 def status(state_dir: str | os.PathLike[str] | None = None, live: bool = True) -> dict[str, Any]:
@@ -335,9 +370,10 @@ def status(state_dir: str | os.PathLike[str] | None = None, live: bool = True) -
 
 def _refresh_live(result: dict[str, Any]) -> None:
     kube = result.get("kube") or {}
-    if kube and result["services"].get("kubeapi", {}).get("healthy"):
+    api_service = "kube-apiserver" if kube.get("backend") == CONTROL_PLANE else "kubeapi"
+    if kube and result["services"].get(api_service, {}).get("healthy"):
         with contextlib.suppress(OSError, ValueError, KeyError):
-            result.update(cluster.discover(kube["api"], kube["tokens"]["admin"]))
+            result.update(cluster.discover(kube["api"], kube["tokens"]["admin"], kube.get("ca_file")))
     fleet = result.get("fleet") or {}
     if fleet and result["services"].get("fleet", {}).get("healthy"):
         try:
@@ -422,7 +458,7 @@ def reset(state_dir: str | os.PathLike[str] | None = None) -> dict[str, list[str
     if not kube:
         raise StormctlError("the sandbox in %s runs without the kube API emulator: nothing to reset" % path)
     try:
-        return baseline.restore(str(kube["api"]), str(kube["tokens"]["admin"]))
+        return baseline.restore(str(kube["api"]), str(kube["tokens"]["admin"]), kube.get("ca_file"))
     except (OSError, ValueError, RuntimeError) as exc:
         raise StormctlError("could not restore the baseline cluster: %s" % exc) from exc
 

@@ -21,6 +21,11 @@ AUDIT_LOG = "kubeapi-audit.jsonl"
 SUPERVISOR_LOG = "supervisor.log"
 PID_DIR = "pids"
 SUPERVISOR = "supervisor"
+# The sandbox's Kubernetes: the real control plane, or the emulator (src/stormctl/sandbox/kubeapi).
+CONTROL_PLANE = "control-plane"
+EMULATOR = "emulator"
+KUBE_BACKENDS = (EMULATOR, CONTROL_PLANE)
+KUBE_BACKEND_ENV = "STORM_SANDBOX_KUBE"
 # Every process of a sandbox carries this variable, so `down` only ever kills its own.
 MARKER_ENV = "STORM_SANDBOX_ID"
 

@@ -8,6 +8,7 @@ outlives the CLI. Its process group is the sandbox's `pgid`; its children die wi
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import shutil
 import signal
@@ -21,13 +22,20 @@ from typing import Any, Callable
 import redis
 
 from stormctl.sandbox import cluster, procs, prometheus_config
+from stormctl.sandbox.fleet.controller import NODE
+from stormctl.sandbox.fleet.world import manifests
+from stormctl.sandbox.kube import pki
+from stormctl.sandbox.kube.controlplane import ControlPlane, ControlPlaneError
 from stormctl.sandbox.kubeapi.kubeconfig import write_kubeconfig
+from stormctl.sandbox.scenario import load_world
 from stormctl.sandbox.state import (
     AUDIT_LOG,
+    CONTROL_PLANE,
     ERROR_FILE,
     KUBECONFIG_FILE,
     MARKER_ENV,
     PASSWORD_FILE,
+    REPO,
     RULES_FILE,
     SPEC_FILE,
     STATE_FILE,
@@ -50,6 +58,13 @@ STOP_ORDER = ["fleet", "prometheus", "exporter", "kubeapi", "redis"]
 START_ORDER = ["redis", "kubeapi", "exporter", "fleet", "prometheus"]
 KUBEAPI_READY = "kubeapi.json"
 READONLY_RULES = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "watch"]}]
+PRODUCT_RBAC = REPO / "deploy" / "rbac.yml"
+PRODUCT_ACCOUNT = ("redis-storm", "redis-storm")
+# The sandbox's own identities on the control plane: role -> (ServiceAccount in kube-system, ClusterRole).
+SANDBOX_ACCOUNTS = {"admin": ("sandbox-admin", "cluster-admin"), "controller": ("sandbox-node-agent", "cluster-admin"),
+                    "readonly": ("storm-readonly", "view")}
+TOKEN_DURATION = "168h"
+WORLD_FIELD_MANAGER = "redis-storm-sandbox"
 
 
 class StartError(Exception):
@@ -98,6 +113,7 @@ class Supervisor:
         self.revive_requested = False
         self.reported: set[str] = set()
         self.state: dict[str, Any] = {}
+        self.plane: ControlPlane | None = None
 
     # -- plumbing -----------------------------------------------------------------------------
     def log(self, message: str) -> None:
@@ -317,6 +333,61 @@ class Supervisor:
         service = Service("prometheus", build, healthy)
         return service
 
+    # -- the real control plane --------------------------------------------------------------
+    def start_control_plane(self) -> dict[str, Any]:
+        """etcd, kube-apiserver, kube-controller-manager and metrics-server with the CRDs; then the world, the
+        product's RBAC as shipped, the sandbox's accounts and their kubeconfigs. Returns state.json's `kube`."""
+        plane = ControlPlane(self.dir / "kube")
+        plane.sandbox_id = self.sandbox_id  # its processes carry this sandbox's marker, so `down` finds them
+        self.plane = plane
+        self.log("starting the control plane in %s" % plane.run_dir)
+        try:
+            plane.start()
+            self.log("control plane ready: %s" % plane.startup_seconds)
+            plane.kubectl("apply", "--server-side", "--field-manager", WORLD_FIELD_MANAGER, "-f",
+                          str(self.write_world(plane)))
+            plane.kubectl("apply", "-f", str(PRODUCT_RBAC))
+            tokens = {"operator": plane.token(*PRODUCT_ACCOUNT, duration=TOKEN_DURATION)}
+            for role, (account, _) in SANDBOX_ACCOUNTS.items():
+                tokens[role] = plane.token("kube-system", account, duration=TOKEN_DURATION)
+        except ControlPlaneError as exc:
+            raise StartError("control-plane", str(exc)) from exc
+        kubelet = pki.issue(plane.ca, plane.pki_dir, "kubelet", "system:node:%s" % NODE,
+                            server_names=(HOST, "localhost"))
+        kubeconfig = plane.write_token_kubeconfig(self.dir / KUBECONFIG_FILE, "system:serviceaccount:%s:%s" % (
+            PRODUCT_ACCOUNT[0], PRODUCT_ACCOUNT[1]), tokens["operator"])
+        return {
+            "backend": CONTROL_PLANE, "api": plane.url, "tls_api": plane.url, "ca_file": str(plane.ca.cert),
+            "kubeconfig": str(kubeconfig), "admin_kubeconfig": str(plane.admin_kubeconfig),
+            "audit_log": str(plane.audit_log), "tokens": tokens,
+            "kubelet": {"cert": str(kubelet.cert), "key": str(kubelet.key)},
+            "startup_seconds": plane.startup_seconds,
+        }
+
+    def write_world(self, plane: ControlPlane) -> Path:
+        """The scenario's baseline world and the sandbox's accounts, as one List for a server-side apply."""
+        rbac = "rbac.authorization.k8s.io/v1"
+        accounts: list[dict[str, Any]] = []
+        for account, role in SANDBOX_ACCOUNTS.values():
+            accounts.append({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": account, "namespace": "kube-system"}})
+            accounts.append({"apiVersion": rbac, "kind": "ClusterRoleBinding", "metadata": {"name": account},
+                             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                             "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "kube-system"}]})
+        path = plane.run_dir / "world.json"
+        items = manifests(load_world()) + accounts
+        path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}, indent=1) + "\n")
+        return path
+
+    def control_plane_services(self) -> dict[str, dict[str, Any]]:
+        if self.plane is None:
+            return {}
+        ports = {"etcd": self.plane.ports.etcd, "kube-apiserver": self.plane.ports.apiserver,
+                 "kube-controller-manager": self.plane.ports.controller_manager,
+                 "metrics-server": self.plane.ports.metrics_server}
+        return {c.name: {"pid": c.process.pid, "port": ports.get(c.name), "log": str(c.log), "control_plane": True}
+                for c in self.plane.components}
+
     # -- the sandbox --------------------------------------------------------------------------
     def write_tokens(self) -> None:
         users = {
@@ -369,7 +440,8 @@ class Supervisor:
             "scenario": None,
             "services": {},
         }
-        if spec["with_kubeapi"]:
+        on_plane = spec["with_kubeapi"] and spec.get("kube") == CONTROL_PLANE
+        if spec["with_kubeapi"] and not on_plane:
             self.write_tokens()
             self.spawn(self.kubeapi_service())
         self.spawn(self.redis_service())
@@ -381,11 +453,13 @@ class Supervisor:
             self.planned["fleet"] = fleet
         # Prometheus takes ~5 s to its first scrape (target discovery is throttled): start it early.
         self.spawn(self.prometheus_service())
-        self.await_healthy(["exporter"] + (["kubeapi"] if spec["with_kubeapi"] else []), timeout=20)
+        if on_plane:
+            self.state["kube"] = self.start_control_plane()
+        self.await_healthy(["exporter"] + (["kubeapi"] if spec["with_kubeapi"] and not on_plane else []), timeout=20)
         redis_port = self.services["redis"].port
         self.state["redis"]["port"] = redis_port
         self.state["exporter"] = {"url": "http://%s:%d/metrics" % (HOST, self.services["exporter"].port)}
-        if spec["with_kubeapi"]:
+        if spec["with_kubeapi"] and not on_plane:
             kubeapi = self.services["kubeapi"]
             api = "http://%s:%d" % (HOST, kubeapi.port)
             self.write_kubeconfig(kubeapi.extra["tls_url"], kubeapi.extra["ca_file"])
@@ -406,7 +480,8 @@ class Supervisor:
         self.await_healthy(["prometheus"], timeout=30)
         self.state["prometheus"] = {"url": "http://%s:%d" % (HOST, self.services["prometheus"].port)}
         if self.state["kube"]:
-            self.state.update(cluster.discover(self.state["kube"]["api"], self.tokens["admin"]))
+            kube = self.state["kube"]
+            self.state.update(cluster.discover(kube["api"], kube["tokens"]["admin"], kube.get("ca_file")))
         self.record_services()
         self.publish("ready")
         self.log("sandbox ready")
@@ -417,6 +492,7 @@ class Supervisor:
                    **({"tls_port": s.extra["tls_port"]} if s.extra.get("tls_port") else {})}
             for name, s in self.services.items()
         }
+        self.state["services"].update(self.control_plane_services())
 
     def watch(self) -> bool:
         """Keep the services until told to stop; True when the state directory should go too."""
@@ -479,6 +555,8 @@ class Supervisor:
                 self.log("%s ignored SIGTERM, killing it" % name)
                 proc.kill()
                 proc.wait()
+        if self.plane is not None:
+            self.plane.stop()
         self.log("all services stopped")
 
     def on_signal(self, signum: int, frame: object) -> None:
@@ -498,7 +576,7 @@ def main(argv: list[str]) -> int:
     write_pid(state_dir, SUPERVISOR, os.getpid())
     try:
         supervisor.start()
-    except (StartError, OSError, KeyError, ValueError) as exc:
+    except (StartError, ControlPlaneError, OSError, KeyError, ValueError) as exc:
         service = exc.service if isinstance(exc, StartError) else "supervisor"
         supervisor.log("start-up failed (%s): %s" % (service, exc))
         write_json(state_dir / ERROR_FILE, {"service": service, "error": str(exc)})

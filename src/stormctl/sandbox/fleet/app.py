@@ -18,6 +18,7 @@ from stormctl.sandbox.fleet.config import read_flags
 from stormctl.sandbox.fleet.controller import Controller
 from stormctl.sandbox.fleet.kube import Kube, KubeError
 from stormctl.sandbox.fleet.metrics import FleetMetrics
+from stormctl.sandbox.fleet.nodeagent import NodeAgent, kubelet_app, serving_context
 from stormctl.sandbox.fleet.pods import RedisTarget, WorkloadRuntime, utcnow
 from stormctl.sandbox.fleet.redisconn import (
     ConnectFailure,
@@ -38,6 +39,7 @@ from stormctl.sandbox.scenario import (
     load_world,
     scenario_names,
 )
+from stormctl.sandbox.state import CONTROL_PLANE
 
 log = logging.getLogger("fleet")
 
@@ -46,13 +48,15 @@ ADMIN_NAME = "sandbox-network"
 
 
 class Fleet:
-    def __init__(self, state_dir: Path, world: World, redis: RedisTarget, kube: Kube) -> None:
+    def __init__(self, state_dir: Path, world: World, redis: RedisTarget, kube: Kube, node_agent: bool = False) -> None:
         self.state_dir = state_dir
         self.world = world
         self.redis = redis
         self.kube = kube
         self.metrics = FleetMetrics()
-        self.controller = Controller(kube, world, redis, metrics=self.metrics)
+        # On the real control plane the fleet is the node agent; on the emulator it runs the controllers too.
+        self.agent: Optional[NodeAgent] = NodeAgent(kube, world, redis, self.metrics, 0) if node_agent else None
+        self.controller: Controller = self.agent or Controller(kube, world, redis, metrics=self.metrics)
         self.scenario: Optional[Scenario] = None
         self.storm_started: Optional[str] = None
         self.storm_tasks: list[asyncio.Task[Any]] = []
@@ -87,7 +91,9 @@ class Fleet:
         os.replace(tmp, path)
 
     async def start(self) -> None:
-        for attempt in range(50):
+        if self.agent is not None:
+            await self.agent.register()  # the supervisor seeded the world through the API
+        for attempt in range(0 if self.agent is not None else 50):
             try:
                 await self.seed_world()
                 break
@@ -190,6 +196,9 @@ class Fleet:
 
     # ---- what kubelet and metrics-server would report ---------------------------------------------
     async def report_loop(self) -> None:
+        if self.agent is not None:
+            await self.node_report_loop(self.agent)
+            return
         beat = 0
         while True:
             await asyncio.sleep(1.0)
@@ -218,6 +227,21 @@ class Fleet:
                         (isinstance(r, KubeError) and r.status == 404)]
             if failures:
                 log.warning("%d log/metrics reports failed, e.g. %s", len(failures), failures[0])
+
+    async def node_report_loop(self, agent: NodeAgent) -> None:
+        """Kubelet's side: logs kept for /containerLogs, CPU integrated for /metrics/resource."""
+        redis_cpu = 0
+        last = time.monotonic()
+        beat = 0
+        while True:
+            await asyncio.sleep(1.0)
+            beat += 1
+            now = time.monotonic()
+            agent.keep_logs()
+            if beat % 2 == 0:
+                redis_cpu = await self.redis_cpu_m()
+            agent.account_cpu(now - last, redis_cpu)
+            last = now
 
     async def redis_cpu_m(self) -> int:
         try:
@@ -484,8 +508,18 @@ async def serve(state_dir: Path, host: str, port: int, world_file: Optional[Path
     world = load_world(world_file)
     r = state["redis"]
     redis = RedisTarget(host=r.get("host", "127.0.0.1"), port=int(r["port"]), password=r["password"])
-    async with Kube(state["kube"]["api"], state["kube"]["tokens"]["controller"]) as kube:
-        fleet = Fleet(state_dir, world, redis, kube)
+    kube_state = state["kube"]
+    node_agent = kube_state.get("backend") == CONTROL_PLANE
+    async with Kube(kube_state["api"], kube_state["tokens"]["controller"], kube_state.get("ca_file")) as kube:
+        fleet = Fleet(state_dir, world, redis, kube, node_agent=node_agent)
+        kubelet = None
+        if fleet.agent is not None:
+            kubelet = web.AppRunner(kubelet_app(fleet.agent), access_log=None)
+            await kubelet.setup()
+            tls = serving_context(kube_state["kubelet"]["cert"], kube_state["kubelet"]["key"])
+            await web.TCPSite(kubelet, host, 0, ssl_context=tls).start()
+            fleet.agent.kubelet_port = int(kubelet.addresses[0][1])
+            log.info("kubelet endpoints on https://%s:%d", host, fleet.agent.kubelet_port)
         await fleet.start()
         runner = web.AppRunner(build_app(fleet), access_log=None)
         await runner.setup()
@@ -501,4 +535,6 @@ async def serve(state_dir: Path, host: str, port: int, world_file: Optional[Path
         finally:
             await fleet.stop()
             await runner.cleanup()
+            if kubelet is not None:
+                await kubelet.cleanup()
 

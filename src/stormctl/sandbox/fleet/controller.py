@@ -56,6 +56,8 @@ def _owned_by(obj: dict[str, Any], owner: dict[str, Any]) -> bool:
 class Controller:
     """Reconciles the cluster's desired state into pods with real Redis connections, like kubelet + controllers."""
 
+    scales_hpas = True
+
     def __init__(self, kube: Kube, world: World, redis: RedisTarget, metrics: FleetMetrics) -> None:
         self.kube = kube
         self.world = world
@@ -478,7 +480,7 @@ class Controller:
 
     async def autoscale(self) -> None:
         stamp = utcnow()
-        for hpa in self.listing("horizontalpodautoscalers"):
+        for hpa in self.listing("horizontalpodautoscalers") if self.scales_hpas else []:
             try:
                 await self.autoscale_hpa(hpa, stamp)
             except KubeError as exc:

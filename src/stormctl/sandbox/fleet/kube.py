@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import ssl
 from typing import Any, Optional
 
 import aiohttp
@@ -31,9 +32,10 @@ def object_path(api_version: str, plural: str, namespace: Optional[str], name: s
 
 
 class Kube:
-    def __init__(self, api: str, token: str) -> None:
+    def __init__(self, api: str, token: str, ca_file: Optional[str] = None) -> None:
         self.api = api.rstrip("/")
         self.token = token
+        self.ssl: Optional[ssl.SSLContext] = ssl.create_default_context(cafile=ca_file) if ca_file else None
         self._session: Optional[aiohttp.ClientSession] = None
 
     async def __aenter__(self) -> Kube:
@@ -41,7 +43,7 @@ class Kube:
             headers={"Authorization": "Bearer %s" % self.token, "Accept": "application/json",
                      "User-Agent": "sandbox-fleet-controller/1.0"},
             timeout=aiohttp.ClientTimeout(total=10),
-            connector=aiohttp.TCPConnector(limit=16),
+            connector=aiohttp.TCPConnector(limit=16, ssl=self.ssl if self.ssl is not None else True),
         )
         return self
 
@@ -89,9 +91,11 @@ class Kube:
                       sub: str = "") -> Any:
         return await self.request("PUT", object_path(api_version, plural, namespace, name, sub), body)
 
-    async def delete(self, api_version: str, plural: str, namespace: Optional[str], name: str) -> None:
+    async def delete(self, api_version: str, plural: str, namespace: Optional[str], name: str,
+                     grace_seconds: Optional[int] = None) -> None:
+        query = "" if grace_seconds is None else "?gracePeriodSeconds=%d" % grace_seconds
         try:
-            await self.request("DELETE", object_path(api_version, plural, namespace, name))
+            await self.request("DELETE", object_path(api_version, plural, namespace, name) + query)
         except KubeError as exc:
             if exc.status != 404:
                 raise

@@ -329,6 +329,8 @@ class ControlPlane:
             "audit-log-maxsize": "200",
             "kubelet-client-certificate": self.kubelet_client.cert,
             "kubelet-client-key": self.kubelet_client.key,
+            # node agents listen on loopback: never look a node's name up in DNS
+            "kubelet-preferred-address-types": "InternalIP",
             # the aggregation layer, for metrics.k8s.io
             "requestheader-client-ca-file": self.front_proxy_ca.cert,
             "requestheader-allowed-names": "front-proxy-client",
