@@ -220,7 +220,7 @@ class Mitigator:
             return outcome
         outcome.changed = True
         action = "create" if live is None else "patch"
-        fields = [make_field(p, current[p][0], current[p][1], desired[p]) for p in changes]
+        fields = [make_field(p, current[p][0], current[p][1], desired[p], live) for p in changes]
         outcome.msg = "%s %s: %s" % ("would set" if self.check_mode else "set", ref.label,
                                      ", ".join(field_label(p) for p in changes))
         if self.check_mode:
