@@ -26,11 +26,15 @@ before the object is changed, ``set_state(id, "applied")`` after. A failed write
 ``failed`` (nothing changed); a ``pending`` entry found later is judged by the object's live
 value (``restore`` does that). Each changed Kubernetes object also carries the bookkeeping
 annotations ``redis-storm.fintech.io/incident`` and ``redis-storm.fintech.io/ledger-entries``
-(the ids of its open entries); they are removed when its last open entry is restored.
+(the ids of its open entries) where the credential may write them (a workload scaled through its
+``scale`` subresource alone is not annotated); they are removed when its last open entry is restored.
 
 Field paths are lists of dict keys; the value at a path is owned whole (a dict value is
-restored exactly, keys we added are removed). A path through a JSON document held in a string
-has ``{json}`` where the string ends (``json_fields``): only the changed leaves are stored. A
+restored exactly, keys we added are removed). A field that was absent names in ``created`` the
+outermost map its write created (``["spec", "trafficPolicy", "outlierDetection"]``): restore removes
+that map rather than leave it empty, unless something else is in it by then. A path through a
+JSON document held in a string has ``{json}`` where the string ends (``json_fields``): only the
+changed leaves are stored. A
 scale-up rollback takes in steps lists them in the field's ``stepped`` before writing each, so
 they are not drift. Only what ``owned`` lists is recorded or restored; an entry is at most
 ``ENTRY_LIMIT`` bytes and new entries stop at ``LEDGER_BUDGET``. For Redis targets a field path is the one
