@@ -26,11 +26,15 @@ before the object is changed, ``set_state(id, "applied")`` after. A failed write
 ``failed`` (nothing changed); a ``pending`` entry found later is judged by the object's live
 value (``restore`` does that). Each changed Kubernetes object also carries the bookkeeping
 annotations ``redis-storm.fintech.io/incident`` and ``redis-storm.fintech.io/ledger-entries``
-(the ids of its open entries); they are removed when its last open entry is restored.
+(the ids of its open entries) where the credential may write them (a workload scaled through its
+``scale`` subresource alone is not annotated); they are removed when its last open entry is restored.
 
 Field paths are lists of dict keys; the value at a path is owned whole (a dict value is
-restored exactly, keys we added are removed). A path through a JSON document held in a string
-has ``{json}`` where the string ends (``json_fields``): only the changed leaves are stored. A
+restored exactly, keys we added are removed). A field that was absent names in ``created`` the
+outermost map its write created (``["spec", "trafficPolicy", "outlierDetection"]``): restore removes
+that map rather than leave it empty, unless something else is in it by then. A path through a
+JSON document held in a string has ``{json}`` where the string ends (``json_fields``): only the
+changed leaves are stored. A
 scale-up rollback takes in steps lists them in the field's ``stepped`` before writing each, so
 they are not drift. Only what ``owned`` lists is recorded or restored; an entry is at most
 ``ENTRY_LIMIT`` bytes and new entries stop at ``LEDGER_BUDGET``. For Redis targets a field path is the one
@@ -290,10 +294,59 @@ def _same_target(a: Dict[str, Any], b: Dict[str, Any]) -> bool:
     return target_key(a) == target_key(b)
 
 
-def make_field(path: Sequence[str], present_before: bool, before: Any, after: Any) -> Dict[str, Any]:
-    """One ledger field; ``after`` may be ABSENT (the mitigation removes the key)."""
-    return {"path": list(path), "present_before": present_before, "before": before if present_before else None,
-            "present_after": after is not ABSENT, "after": None if after is ABSENT else after}
+def make_field(path: Sequence[str], present_before: bool, before: Any, after: Any,
+               live: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """One ledger field; ``after`` may be ABSENT (the mitigation removes the key). Given the ``live`` object,
+    a field that was absent records in ``created`` the outermost map its write creates (restore removes
+    that map again once nothing is left in it)."""
+    field = {"path": list(path), "present_before": present_before, "before": before if present_before else None,
+             "present_after": after is not ABSENT, "after": None if after is ABSENT else after}
+    made = created_map(live, path) if live is not None and not present_before else None
+    if made:
+        field["created"] = list(made)
+    return field
+
+
+def created_map(live: Dict[str, Any], path: Sequence[str]) -> Optional[FieldPath]:
+    """The outermost map above ``path`` that ``live`` lacks (writing the path creates it), or None."""
+    if json_fields.split(path) is not None:
+        return None  # inside a JSON document only existing leaves are changed
+    node: Any = live
+    for depth, key in enumerate(path[:-1]):
+        if not isinstance(node, dict) or key not in node:
+            return tuple(path[:depth + 1])
+        node = node[key]
+    return None
+
+
+def holds_nothing(value: Any) -> bool:
+    """A map with no value anywhere in it (``{}``, ``{"tcp": {}}``)."""
+    return isinstance(value, dict) and all(holds_nothing(v) for v in value.values())
+
+
+def merge_patched(obj: Dict[str, Any], patch: Dict[str, Any]) -> Dict[str, Any]:
+    """``obj`` as the API server leaves it after the JSON merge patch (RFC 7386), as a new object."""
+    out = copy.deepcopy(obj)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            out[key] = merge_patched(out[key] if isinstance(out.get(key), dict) else {}, value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def drop_emptied_maps(live: Dict[str, Any], patch: Dict[str, Any], created: Sequence[Sequence[str]]) -> None:
+    """Make ``patch`` remove, rather than empty, the maps the restored fields created (``created``) and the
+    annotations it leaves with nothing in them: the object is then exactly as it was before."""
+    after = merge_patched(live, patch)
+    annotations = ("metadata", "annotations")
+    emptied_annotations = not holds_nothing(get_path(live, annotations)[1])
+    for where in [*created, *([annotations] if emptied_annotations else [])]:
+        present, value = get_path(after, where)
+        if present and holds_nothing(value):
+            set_path(patch, where, None)
 
 
 # --- annotations ----------------------------------------------------------------------------
@@ -603,13 +656,13 @@ class Ledger:
             wanted = field["before"] if field["present_before"] else ABSENT
             set_path(patch, field["path"], merge_diff(field["live"] if field["live_present"] else None, wanted))
         if to_put_back:
-            if ref.subresource:
-                self._write(lambda: self._patch(ref.path, patch, query), ref, "patch")
-                if not dry_run:
-                    self._unmark(ref, entry["id"])
-            else:
+            if not ref.subresource:
                 deep_merge(patch, bookkeeping_patch(live, self.incident_id, remove=entry["id"]))
-                self._write(lambda: self._patch(ref.path, patch, query), ref, "patch")
+            drop_emptied_maps(live, patch, [f["created"] for f in to_put_back
+                                            if not f["present_before"] and f.get("created")])
+            self._write(lambda: self._patch(ref.path, patch, query), ref, "patch")
+            if ref.subresource and not dry_run:
+                self._unmark(ref, entry["id"])
         elif not dry_run:
             self._unmark(ref, entry["id"])
         if to_put_back:
@@ -647,6 +700,7 @@ class Ledger:
             live = self.kube.find(ref.object_path)
             patch = bookkeeping_patch(live, self.incident_id, remove=entry_id) if live else {}
             if patch:
+                drop_emptied_maps(live or {}, patch, [])
                 self._patch(ref.object_path, patch, None)
         except KubeApiError:
             pass

@@ -220,7 +220,7 @@ class Mitigator:
             return outcome
         outcome.changed = True
         action = "create" if live is None else "patch"
-        fields = [make_field(p, current[p][0], current[p][1], desired[p]) for p in changes]
+        fields = [make_field(p, current[p][0], current[p][1], desired[p], live) for p in changes]
         outcome.msg = "%s %s: %s" % ("would set" if self.check_mode else "set", ref.label,
                                      ", ".join(field_label(p) for p in changes))
         if self.check_mode:
@@ -270,14 +270,23 @@ class Mitigator:
         if ref.subresource:
             self.kube.request("PATCH", ref.path, body=patch, query=query, content_type=MERGE_PATCH)
             if entry_id:
-                parent = self.kube.find(ref.object_path)
-                marks = bookkeeping_patch(parent, incident, add=entry_id)
-                if marks:
-                    self.kube.request("PATCH", ref.object_path, body=marks, content_type=MERGE_PATCH)
+                self._mark_workload(ref, entry_id)
             return
         if entry_id:
             deep_merge(patch, bookkeeping_patch(live, incident, add=entry_id))
         self.kube.request("PATCH", ref.path, body=patch, query=query, content_type=MERGE_PATCH)
+
+    def _mark_workload(self, ref: ObjectRef, entry_id: str) -> None:
+        """Annotate the scaled workload itself where RBAC lets us: deploy/rbac.yml grants only its scale
+        subresource (a write to the object could rewrite its pod template), and the ledger entry is the record."""
+        try:
+            parent = self.kube.find(ref.object_path)
+            marks = bookkeeping_patch(parent, self.ledger.incident_id, add=entry_id)
+            if marks:
+                self.kube.request("PATCH", ref.object_path, body=marks, content_type=MERGE_PATCH)
+        except KubeApiError as exc:
+            if exc.status != 403:
+                raise
 
     def _stored(self, ref: ObjectRef, fields: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         """The fields with ``after`` as the server stored it (defaulting may add to what we sent), so

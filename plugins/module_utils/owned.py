@@ -116,6 +116,12 @@ def refusal(entry: Dict[str, Any]) -> Optional[str]:
         return "%s does not own field(s) %s of a %s" % (module, ", ".join(bad), row.kind)
     if not paths and entry.get("action") == "create":
         return "a create entry names no field it set"
+    for field in entry.get("fields") or []:
+        made = [str(k) for k in field.get("created") or []]
+        path = [str(k) for k in field.get("path") or []]
+        if made and not (len(made) < len(path) and path[:len(made)] == made):
+            return "field %s names %s as a map it created, which does not hold it" % (
+                ".".join(path), ".".join(made))
     return None
 
 

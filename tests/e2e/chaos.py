@@ -55,7 +55,19 @@ WRITE_TARGETS = {"PATCH": r"/(configmaps|ingresses|leases)/", "POST": r"/(config
 # Kinds whose spec only the ladder changes: compared whole, so a write without a ledger entry shows too.
 COMPARED_WHOLE = ("ingresses", "configmaps", "destinationrules", "middlewares")
 INCIDENT_TIMEOUT = 300.0
+# After calm, until Redis is quiet: a run killed before any rung took effect leaves the storm's scale-up in
+# place, and the world's HPA scales down only after its 60 s window, then halves every 15 s.
+QUIET_SECONDS = 150.0
 ROLLBACK_PASSES = 4
+# The seeds `make test` runs. 2: Redis unreachable for 3.3 s, then restarted. 3: the API stalling a ledger
+# write, Prometheus down, the runner killed mid-rung. 96: a 500 on the ledger's first update, with the
+# circuit_breaker rung planned. 189: a 429 on a ledger update and a second operator starting the same
+# incident while the first runs. 322038: a 409 on a flag or ingress patch (retried), Prometheus down, Redis
+# restarted, the circuit_breaker rung (its DestinationRule restored exactly). A 500 on the ledger ends the
+# run before its patches, so 409 has a seed of its own.
+CI_SEEDS = [2, 3, 96, 189, 322038]
+# What the CI seeds must meet for real, not only plan (a fault after the run's last write never fires).
+CI_FAULTS = ("api 409", "api 500", "api 429", "second_operator")
 
 
 @dataclass
@@ -343,7 +355,7 @@ class Incident:
                 box.revive()
             # the operator checks and rolls back once the storm is over (a restarted Redis is flooded again)
             box.calm()
-            box.wait_quiet()
+            box.wait_quiet(QUIET_SECONDS)
             held.config()  # reconnects after a restart
             entries = ledger(box, self.incident_id)
             problems += ledger_problems(box, held, entries)

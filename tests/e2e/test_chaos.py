@@ -1,7 +1,7 @@
 """The chaos run (``make chaos``): seeded incidents with faults, each left consistent and rolled back exactly.
 
 ``CHAOS_SEED=S`` replays one seed (``S1,S2`` several), ``CHAOS_RUNS=N`` runs N seeds drawn at random
-(each printed, so any can be replayed); without either, ``make test`` runs SEEDS.
+(each printed, so any can be replayed); without either, ``make test`` runs CI_SEEDS.
 """
 
 from __future__ import annotations
@@ -13,14 +13,9 @@ from typing import List
 
 import pytest
 
-from tests.e2e.chaos import ApiProxy, Incident, plan, summary
+from tests.e2e.chaos import CI_FAULTS, CI_SEEDS, ApiProxy, Incident, plan, summary
 from tests.fixtures.sandbox import Sandbox
 
-# Seed 2: Redis unreachable for 3.3 s, then restarted; seed 3: the API stalling a write (its 429 on a POST
-# comes after the run's last POST), Prometheus down, the runner killed mid-rung. Neither climbs circuit_breaker:
-# its rollback leaves an empty outlierDetection on the DestinationRule (every seed that climbs it shows this,
-# so make bench counts it).
-SEEDS = [2, 3]
 # An incident takes well under a minute in the sandbox; the bound leaves room for a loaded machine.
 SECONDS_PER_INCIDENT = 240
 
@@ -31,7 +26,7 @@ def chosen_seeds() -> List[int]:
     if os.environ.get("CHAOS_RUNS"):
         draw = random.SystemRandom()
         return [draw.randrange(1, 10**6) for _ in range(int(os.environ["CHAOS_RUNS"]))]
-    return SEEDS
+    return CI_SEEDS
 
 
 RUN_SEEDS = chosen_seeds()
@@ -57,3 +52,6 @@ def test_every_seeded_incident_leaves_a_consistent_ledger_a_free_lock_and_an_exa
     report = summary(outcomes)
     print(report, flush=True)
     assert all(o.consistent for o in outcomes), report
+    if RUN_SEEDS == CI_SEEDS:
+        met = [kind for kind in CI_FAULTS if any(h.startswith(kind) for o in outcomes for h in o.happened)]
+        assert met == list(CI_FAULTS), "the CI seeds no longer meet %s" % ", ".join(set(CI_FAULTS) - set(met))

@@ -82,7 +82,7 @@ class World:
             {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"namespace": ns, "name": "worker"},
              "spec": {"scaleTargetRef": {"name": "worker"}, "minReplicaCount": 1, "maxReplicaCount": 5,
                       "triggers": [{"type": "cpu", "metadata": {"value": "60"}}]}},
-            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns, "name": "api-flags"},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"namespace": ns, "name": "trading-api-flags"},
              "data": {"redis.retry.aggressive": "true"}},
             {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"namespace": ns, "name": "api"},
              "spec": {"rules": [{"host": "api.example.com", "http": {"paths": [{
@@ -175,7 +175,7 @@ OPERATIONS: List[Tuple[str, Operation]] = [
     ("hpa_pause HPA", apply_and_restore("hpa_pause", namespace="{apps}", name="api")),
     ("hpa_pause ScaledObject", apply_and_restore("hpa_pause", kind="ScaledObject", namespace="{apps}",
                                                  name="worker")),
-    ("feature_flag", apply_and_restore("feature_flag", namespace="{apps}", name="api-flags",
+    ("feature_flag", apply_and_restore("feature_flag", namespace="{apps}", name="trading-api-flags",
                                        flags={"redis.retry.aggressive": "false"})),
     ("ingress_rate_limit nginx", apply_and_restore("ingress_rate_limit", namespace="{apps}", name="api", rps=20)),
     ("ingress_rate_limit traefik", apply_and_restore("ingress_rate_limit", namespace="{apps}", name="api",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.chaos import KINDS, RUNGS, Outcome, _value, plan, summary, whole_object_problems
+from tests.e2e.chaos import CI_SEEDS, KINDS, RUNGS, Outcome, _value, plan, summary, whole_object_problems
 
 
 def test_a_seed_replays_the_same_faults_and_seeds_between_them_cover_every_kind() -> None:
@@ -17,6 +17,14 @@ def test_a_seed_replays_the_same_faults_and_seeds_between_them_cover_every_kind(
         seen.update(kind for _at, kind, _length in chosen.events)
         seen.update("api" for _ in chosen.api)
     assert seen == set(KINDS)
+
+
+def test_the_ci_seeds_plan_409_500_and_429_on_early_writes_and_a_second_operator_mid_run() -> None:
+    plans = [plan(seed) for seed in CI_SEEDS]
+    early = {f.status for p in plans for f in p.api if f.method in ("PUT", "PATCH") and f.after <= 1}
+    assert {409, 500, 429} <= early
+    assert any(kind == "second_operator" and at <= 15 for p in plans for at, kind, _length in p.events)
+    assert any("circuit_breaker" in p.rungs for p in plans)
 
 
 def test_a_ledger_path_steps_into_a_json_document_held_in_a_string() -> None:

@@ -78,6 +78,31 @@ def test_every_notification_of_an_alert_group_names_one_incident() -> None:
     assert len({first[0]["incident_id"], other_group[0]["incident_id"], other_host[0]["incident_id"]}) == 3
 
 
+def test_an_alert_group_firing_again_days_later_opens_a_new_incident() -> None:
+    def started(at: str, **extra: str) -> dict[str, Any]:
+        return dict(firing("RedisTooManyConnections", storm_host="payments-redis"), startsAt=at, **extra)
+
+    first = alert_events(notification(started("2026-12-07T09:30:00.123456789Z")), SETTINGS)[0]["incident_id"]
+    # re-sent an hour later, and again with a later alert joining the group: the group's start has not moved
+    resent = alert_events(notification(started("2026-12-07T09:30:00.123456789Z")), SETTINGS)[0]["incident_id"]
+    joined = alert_events(notification(started("2026-12-07T09:30:00.123456789Z"),
+                                       started("2026-12-07T11:02:00Z")), SETTINGS)
+    # it resolved and fired again that afternoon: the same incident, its attempt caps and cooldowns hold
+    afternoon = alert_events(notification(started("2026-12-07T15:00:00Z")), SETTINGS)[0]["incident_id"]
+    days_later = alert_events(notification(started("2026-12-10T09:30:00Z")), SETTINGS)[0]["incident_id"]
+    assert {resent, afternoon} | {e["incident_id"] for e in joined} == {first}
+    assert days_later != first
+    check_incident_id(days_later)
+    hourly = alert_events(notification(started("2026-12-07T15:00:00Z")), dict(SETTINGS, incident_lifetime_hours=1))
+    assert hourly[0]["incident_id"] != first
+
+
+@pytest.mark.parametrize("lifetime", [0, -3, "24", True])
+def test_an_incident_lifetime_that_is_not_whole_hours_is_refused(lifetime: Any) -> None:
+    with pytest.raises(ValueError, match="incident_lifetime_hours must be a whole number of hours"):
+        settings_from({"port": 5001, "token": TOKEN, "inventory_hosts": HOSTS, "incident_lifetime_hours": lifetime})
+
+
 def test_resolved_alerts_are_kept_unless_skipped() -> None:
     resolved = dict(firing(instance="10.0.0.7:1"), status="resolved")
     assert len(alert_events(notification(resolved), SETTINGS)) == 1

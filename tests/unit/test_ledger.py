@@ -331,6 +331,35 @@ def test_record_refuses_what_no_mitigation_writes_before_writing(module: str, ta
     assert kube.writes == []
 
 
+def test_a_field_records_the_outermost_map_its_write_creates() -> None:
+    rule = {"spec": {"host": "redis", "trafficPolicy": {"connectionPool": {"tcp": {"connectTimeout": "1s"}}}}}
+    outlier = ["spec", "trafficPolicy", "outlierDetection", "interval"]
+    assert make_field(outlier, False, None, "5s", rule)["created"] == ["spec", "trafficPolicy", "outlierDetection"]
+    assert "created" not in make_field(["spec", "trafficPolicy", "connectionPool", "tcp", "maxConnections"],
+                                       False, None, 20, rule)
+    assert make_field(outlier, False, None, "5s", {"spec": {"host": "redis"}})["created"] == ["spec", "trafficPolicy"]
+    assert "created" not in make_field(["metadata", "annotations", "a"], True, "1", "2", {})
+
+
+def test_a_hand_made_created_map_outside_the_field_is_refused() -> None:
+    field = dict(make_field(list(ANNOTATION), False, None, "50"), created=["spec"])
+    with pytest.raises(StormError, match="names spec as a map it created"):
+        Ledger(seeded(), "inc-1").record("ingress_rate_limit", INGRESS.to_target(), [field])
+
+
+def test_restore_removes_the_annotations_map_the_write_created() -> None:
+    kube = seeded()
+    ingress = kube.objects[INGRESS.path]
+    ingress["metadata"].pop("annotations", None)
+    ledger = Ledger(kube, "inc-1")
+    entry = ledger.record("ingress_rate_limit", INGRESS.to_target(),
+                          [make_field(list(ANNOTATION), False, None, "50", ingress)])
+    kube.request("PATCH", INGRESS.path, body={"metadata": {"annotations": {ANNOTATION[-1]: "50"}}})
+    ledger.set_state(entry["id"], "applied")
+    assert ledger.restore(ledger.open_entries()[0])["outcome"] == "restored"
+    assert "annotations" not in kube.objects[INGRESS.path]["metadata"]
+
+
 @pytest.mark.parametrize("recorded, found, replids, spelled, match", [
     ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "a", ("x", ""), "localhost:6379", "same"),
     ({"endpoint": "127.0.0.1:6379", "run_id": "a", "replid": "r"}, "b", ("r", ""), "127.0.0.1:6379", "restarted"),

@@ -176,11 +176,21 @@ def test_failure_after_an_earlier_plan_changed_says_so() -> None:
 
 def test_write_that_landed_before_a_later_step_failed_is_reported_as_changed() -> None:
     kube = world()
-    kube.fail("PATCH", DEPLOY.path, 403, exact=True)  # the /scale patch lands, the annotation patch is refused
+    kube.fail("PATCH", DEPLOY.path, 500, exact=True)  # the /scale patch lands, the annotation patch fails
     p = params(replicas=4, namespace="trading", name="api", kind="Deployment")
     with pytest.raises(StormError) as caught:
         Mitigator(kube, p).run(scale_plan(kube, p))
     assert caught.value.details["changed"] is True and "was changed" in caught.value.message
-    assert "403" in caught.value.message
+    assert "500" in caught.value.message
     assert kube.objects[DEPLOY.path]["spec"]["replicas"] == 4
     assert Ledger(kube, "inc-1").entries()[0]["state"] == "applied"
+
+
+def test_a_workload_that_may_be_scaled_but_not_annotated_is_scaled_with_the_ledger_as_its_record() -> None:
+    kube = world()
+    kube.fail("PATCH", DEPLOY.path, 403, exact=True)  # deploy/rbac.yml grants deployments/scale only
+    p = params(replicas=4, namespace="trading", name="api", kind="Deployment")
+    result = Mitigator(kube, p).run(scale_plan(kube, p))
+    assert result["changed"] is True
+    assert kube.objects[DEPLOY.path]["spec"]["replicas"] == 4
+    assert [e["state"] for e in Ledger(kube, "inc-1").entries()] == ["applied"]

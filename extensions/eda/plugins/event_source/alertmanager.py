@@ -9,7 +9,10 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import ssl
+import time
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -26,8 +29,10 @@ description:
     else O(host_map) of the O(instance_label), else the instance label without its port. Only a host
     listed in O(inventory_hosts) is accepted; any other alert is dropped (logged), so a sender cannot
     name C(all), a group or a pattern.
-  - C(incident_id) is derived from the alert group (Alertmanager's C(groupKey)) and C(storm_host), so
-    re-sent notifications and further alerts of the same group name the same incident and its ledger.
+  - C(incident_id) is derived from the alert group (Alertmanager's C(groupKey)), C(storm_host) and the
+    O(incident_lifetime_hours) window in which the group's earliest alert started, so re-sent notifications
+    and further alerts of the same group name the same incident and its ledger, while the same alert firing
+    again days later opens a new incident.
   - Every request must carry C(Authorization Bearer <token>) (Alertmanager's http_config.authorization);
     anything else gets 401 and puts nothing on the queue. The source does not start without O(token).
 options:
@@ -70,6 +75,15 @@ options:
     description: Drop resolved alerts in the source instead of leaving that to the rules.
     type: bool
     default: false
+  incident_lifetime_hours:
+    description:
+      - How long an alert group's incident id lives, counted in windows of this many hours from the epoch; the
+        window is the one in which the group's earliest alert (C(startsAt)) started.
+      - A group that keeps firing keeps its id (its earliest C(startsAt) does not move); one that fires again
+        later in the same window joins the incident (attempt caps and cooldowns hold); one that fires again
+        in a later window opens a new incident.
+    type: int
+    default: 24
 """
 
 EXAMPLES = r"""
@@ -103,9 +117,22 @@ def alert_host(labels: dict[str, Any], settings: dict[str, Any]) -> str | None:
     return str(instance).rsplit(":", 1)[0] if ":" in str(instance) else str(instance)
 
 
-def incident_id(group_key: str, host: str) -> str:
-    """The incident of an alert group on one Redis deployment: the same for every notification of the group."""
-    return "alert-" + hashlib.sha256(("%s\n%s" % (group_key, host)).encode()).hexdigest()[:16]
+def incident_id(group_key: str, host: str, window: int) -> str:
+    """The incident of an alert group on one Redis deployment in one lifetime window (``started_window``)."""
+    return "alert-" + hashlib.sha256(("%s\n%s\n%d" % (group_key, host, window)).encode()).hexdigest()[:16]
+
+
+def started_window(alerts: list[Any], lifetime_hours: int, now: float) -> int:
+    """The lifetime window in which the earliest of ``alerts`` started (``now`` when none says when)."""
+    starts = []
+    for alert in alerts:
+        try:
+            # RFC 3339 with nanoseconds and Z, as Alertmanager writes it; fromisoformat before 3.11 takes neither
+            text = re.sub(r"\.[0-9]+", "", str(alert.get("startsAt"))).replace("Z", "+00:00")
+            starts.append(datetime.fromisoformat(text).timestamp())
+        except (AttributeError, ValueError):
+            continue
+    return int(min(starts, default=now) // (lifetime_hours * 3600))
 
 
 def alert_events(payload: dict[str, Any], settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -116,10 +143,11 @@ def alert_events(payload: dict[str, Any], settings: dict[str, Any]) -> list[dict
     group_key = payload.get("groupKey")
     if not isinstance(group_key, str) or not group_key:
         raise ValueError("not an Alertmanager notification: no groupKey")
+    if not all(isinstance(alert, dict) for alert in alerts):
+        raise ValueError("not an Alertmanager notification: an alert is not an object")
+    window = started_window(alerts, settings["incident_lifetime_hours"], time.time())
     events = []
     for alert in alerts:
-        if not isinstance(alert, dict):
-            raise ValueError("not an Alertmanager notification: an alert is not an object")
         if settings["skip_resolved"] and alert.get("status") == "resolved":
             continue
         labels = alert.get("labels") or {}
@@ -140,7 +168,7 @@ def alert_events(payload: dict[str, Any], settings: dict[str, Any]) -> list[dict
             "external_url": payload.get("externalURL"),
             "group_key": group_key,
             "storm_host": host,
-            "incident_id": incident_id(group_key, host),
+            "incident_id": incident_id(group_key, host, window),
             "meta": {"hosts": [host]},
         })
     return events
@@ -183,6 +211,10 @@ def settings_from(args: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(str(v) for v in host_map.values() if v not in hosts)
     if unknown:
         raise ValueError("alertmanager: host_map names hosts that are not in inventory_hosts: %s" % ", ".join(unknown))
+    lifetime = args.get("incident_lifetime_hours", 24)
+    if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1:
+        raise ValueError("alertmanager: incident_lifetime_hours must be a whole number of hours, 1 or more (got %r)"
+                         % (lifetime,))
     certfile, keyfile = args.get("certfile") or None, args.get("keyfile") or None
     if bool(certfile) != bool(keyfile):
         raise ValueError("alertmanager: certfile and keyfile go together (HTTPS needs both)")
@@ -197,6 +229,7 @@ def settings_from(args: dict[str, Any]) -> dict[str, Any]:
         "instance_label": args.get("instance_label") or "instance",
         "host_map": host_map,
         "skip_resolved": bool(args.get("skip_resolved", False)),
+        "incident_lifetime_hours": lifetime,
     }
 
 
