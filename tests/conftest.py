@@ -9,6 +9,7 @@ os.environ.setdefault("ANSIBLE_CONFIG", str(REPO / "ansible.cfg"))
 pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.redis",
+    "tests.fixtures.sentinel",
     "tests.fixtures.kubeapi",
     "tests.fixtures.sandbox",
     "tests.fixtures.compat",

@@ -46,6 +46,13 @@ SETTINGS = REDIS_DIRECTIVES
 FD_LIMIT = re.compile(r"not able to handle the specified number of clients, try with (\d+)")
 MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3,
                 "gb": 1024 ** 3}
+# Managed services (ElastiCache, Memorystore, Azure Cache) rename CONFIG away; the provider's API sets what it allows.
+MANAGED_HINT = (
+    "CONFIG is disabled on this server, as managed Redis services (AWS ElastiCache, Google Memorystore, Azure Cache "
+    "for Redis) do: change timeout or tcp-keepalive through the provider's console or API (ElastiCache: the cluster's "
+    "parameter group, aws elasticache modify-cache-parameter-group; Memorystore: gcloud redis instances update "
+    "--update-redis-config; Azure: az redis update), where maxclients is fixed by the node size (scale the node type "
+    "up). The next rungs (offender_scale_down, hpa_pause) act through Kubernetes and still apply")
 KUBE_SIDE_RUNGS = ("ingress_rate_limit, client_retries, circuit_breaker and offender_scale_down act through "
                    "Kubernetes and do not need a Redis connection")
 
@@ -151,6 +158,11 @@ class RuntimeConfig:
         self.force = force
         self.rung = rung
         self.allow_below_connected = allow_below_connected
+        # more of the server's identity for its ledger target (a Sentinel group's name and the node's role)
+        self.labels: Dict[str, str] = {}
+
+    def close(self) -> None:
+        self.client.close()
 
     def _call(self, command: str, call: Any) -> Any:
         try:
@@ -158,6 +170,9 @@ class RuntimeConfig:
         except StormError:
             raise
         except Exception as exc:  # redis-py raises many types; command_error classifies them
+            if command.startswith("CONFIG") and "unknown command" in str(exc).lower():
+                raise StormError("Redis at %s refused %s (%s). %s" % (self.where, command, exc, MANAGED_HINT),
+                                 config_disabled=True) from exc
             raise command_error(exc, self.options, command) from exc
 
     def read(self, names: List[str]) -> Dict[str, Optional[str]]:
@@ -165,7 +180,7 @@ class RuntimeConfig:
 
     def server_target(self) -> Dict[str, Any]:
         """The ledger target with the server's own identity, so any spelling of its address matches."""
-        return redis_target(self.where, self._call("INFO", lambda: identity(self.client)))
+        return redis_target(self.where, dict(self._call("INFO", lambda: identity(self.client)), **self.labels))
 
     def guard(self, wanted: Dict[str, str]) -> None:
         if "maxclients" not in wanted or self.allow_below_connected:

@@ -1,0 +1,124 @@
+"""Redis behind real Sentinels: a master, a replica and three redis-sentinel processes on loopback.
+
+The rungs find the master through the Sentinels, change every node of the group, persist it,
+see a real failover (SENTINEL FAILOVER) mid-incident and roll every node back exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import pytest
+
+from tests.fixtures.sentinel import SentinelGroup
+from tests.helpers.modules import run_module
+from tests.integration.mitigation_common import ledger_entries, seed_ledger_namespace
+
+pytestmark = pytest.mark.integration
+
+INCIDENT = "storm-20261207-1930"
+
+
+@pytest.fixture
+def ledger(kubeapi: Any) -> Any:
+    seed_ledger_namespace(kubeapi)
+    return kubeapi
+
+
+def config_args(kubeapi: Any, group: SentinelGroup, **extra: Any) -> Dict[str, Any]:
+    return group.module_args(kubeconfig=str(kubeapi.kubeconfig), incident_id=INCIDENT, **extra)
+
+
+def live(group: SentinelGroup, name: str) -> Dict[int, str]:
+    return {node.port: node.client().config_get(name)[name] for node in group.nodes}
+
+
+def file_setting(node: Any, name: str) -> str:
+    lines = [line for line in (node.dir / "redis.conf").read_text().splitlines() if line.startswith(name + " ")]
+    return lines[-1].split(" ", 1)[1] if lines else ""
+
+
+def test_maxclients_goes_to_every_node_survives_a_failover_and_rolls_back_on_each(
+        ledger: Any, sentinel_group: SentinelGroup) -> None:
+    group = sentinel_group
+    master = group.master()
+    replica = group.replicas()[0]
+    args = config_args(ledger, group, settings={"maxclients": 350, "timeout": 120}, rung="redis_capacity")
+
+    planned = run_module("redis_runtime_config", args, check=True, diff=True)
+    assert not planned.failed, planned.msg
+    assert planned["changed"] is True and live(group, "maxclients") == {master.port: "200", replica.port: "200"}
+
+    applied = run_module("redis_runtime_config", args, diff=True)
+    assert not applied.failed, applied.msg
+    assert live(group, "maxclients") == {master.port: "350", replica.port: "350"}
+    assert live(group, "timeout") == {master.port: "120", replica.port: "120"}
+    where = {node.port: "127.0.0.1:%d" % node.port for node in group.nodes}
+    assert applied["sentinel"]["master"] == where[master.port]
+    assert applied["sentinel"]["replicas"] == [where[replica.port]]
+    assert applied["persisted"] == {where[master.port]: True, where[replica.port]: True}
+    assert "persisted with CONFIG REWRITE" in applied["diff"]["after_header"]
+    assert file_setting(master, "maxclients") == "350" and file_setting(replica, "maxclients") == "350"
+    entries = ledger_entries(ledger, INCIDENT)
+    assert {(e["target"]["run_id"], e["target"]["role"], e["target"]["group"]) for e in entries} == {
+        (master.info("server")["run_id"], "master", group.name),
+        (replica.info("server")["run_id"], "replica", group.name)}
+    for secret in (group.password, group.sentinel_password):
+        assert secret not in str(applied) and secret not in str(entries)
+
+    new_master = group.failover()
+    assert new_master is replica
+    assert live(group, "maxclients") == {master.port: "350", replica.port: "350"}  # no old value came back
+
+    again = run_module("redis_runtime_config", args, diff=True)
+    assert not again.failed, again.msg
+    assert again["changed"] is False
+    assert again["sentinel"]["master"] == where[replica.port]
+    assert again["failover"]["master_was"] == where[master.port]
+    assert again["failover"]["master"] == where[replica.port]
+    assert "failover in group 'payments'" in again["msg"]
+
+    restored = run_module("redis_runtime_config", config_args(ledger, group, state="restored"), diff=True)
+    assert not restored.failed, restored.msg
+    assert restored["changed"] is True and restored["failover"]["master_was"] == where[master.port]
+    assert live(group, "maxclients") == {master.port: "200", replica.port: "200"}
+    assert live(group, "timeout") == {master.port: "0", replica.port: "0"}
+    assert file_setting(master, "maxclients") == "200" and file_setting(replica, "maxclients") == "200"
+    assert all(e["state"] == "restored" for e in ledger_entries(ledger, INCIDENT))
+
+
+def test_a_rung_pointed_at_a_replica_refuses_and_names_the_master(
+        ledger: Any, sentinel_group: SentinelGroup, kubeapi: Any) -> None:
+    replica = sentinel_group.replicas()[0]
+    master = sentinel_group.master()
+    result = run_module("redis_runtime_config", {
+        "host": replica.host, "port": replica.port, "password": replica.password, "kubeconfig": str(kubeapi.kubeconfig),
+        "incident_id": INCIDENT, "settings": {"maxclients": 300}})
+    assert result.failed and result["replica"] is True
+    assert "is a replica of 127.0.0.1:%d" % master.port in result.msg
+    assert "Point host and port at the master (127.0.0.1:%d)" % master.port in result.msg
+    assert replica.client().config_get("maxclients")["maxclients"] == "200"
+    assert ledger_entries(ledger, INCIDENT) == []
+
+
+def test_an_unknown_group_and_wrong_passwords_say_which_host_and_what_to_fix(
+        ledger: Any, sentinel_group: SentinelGroup) -> None:
+    group = sentinel_group
+    first = group.addresses[0]
+    runs = {
+        "group": config_args(ledger, group, sentinel_master="orders", settings={"timeout": 60}),
+        "sentinel_password": config_args(ledger, group, sentinel_password="not-the-sentinel-password",
+                                         settings={"timeout": 60}),
+        "redis_password": config_args(ledger, group, password="not-the-redis-password", settings={"timeout": 60}),
+    }
+    results = {name: run_module("redis_runtime_config", args) for name, args in runs.items()}
+    assert all(r.failed for r in results.values())
+    assert "Sentinel at %s monitors no group named 'orders' (it monitors: payments)" % first in results["group"].msg
+    assert "set sentinel_master" in results["group"].msg
+    assert "Sentinel at %s rejected sentinel_password" % first in results["sentinel_password"].msg
+    assert "Redis at 127.0.0.1:%d rejected the password" % group.master().port in results["redis_password"].msg
+    for result in results.values():
+        for secret in (group.password, group.sentinel_password, "not-the-sentinel-password", "not-the-redis-password"):
+            assert secret not in str(result)
+    assert ledger_entries(ledger, INCIDENT) == []
+    assert live(group, "timeout") == {node.port: "0" for node in group.nodes}
