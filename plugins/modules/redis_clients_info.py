@@ -18,6 +18,9 @@ description:
     again every O(sample_seconds) until the wave settles, at most O(wave_wait_seconds) longer, and the window is
     the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
+  - With O(sentinels), reads the group's current master as above, and each replica's C(CLIENT LIST) and C(INFO
+    clients) once: an offender's connections are summed over the nodes (RV(top_sources[].by_node)), each node's use
+    of its maxclients is in RV(nodes), and a replica at its limit makes the verdict critical.
   - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
     C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a
     critical storm verdict, the strongest storm signal there is.
@@ -27,6 +30,7 @@ version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
   - fintech.redis_storm.redis
+  - fintech.redis_storm.redis_sentinel
 attributes:
   check_mode:
     support: full
@@ -292,6 +296,22 @@ top_sources:
       type: float
       returned: always
       sample: 140.0
+    by_node:
+      description: With O(sentinels), the source's connections on each node of the group.
+      type: dict
+      returned: with sentinels
+      sample: {"10.0.0.5:6379": 120, "10.0.0.6:6379": 30}
+sentinel:
+  description: The Sentinel group as the Sentinels gave it (name, sentinels, master, replicas, replicas_down).
+  returned: with sentinels
+  type: dict
+  sample: {name: payments, master: "10.0.0.5:6379", replicas: ["10.0.0.6:6379"], replicas_down: []}
+nodes:
+  description: With O(sentinels), each node's role, RV(clients) view and error (a replica that cannot be read).
+  returned: with sentinels
+  type: list
+  elements: dict
+  sample: [{endpoint: "10.0.0.5:6379", role: master, clients: {connected: 150, max: 200}, error: null}]
 churn:
   description: The sampling window the C(CLIENT LIST) reads span; null when unreachable.
   returned: always
@@ -370,18 +390,15 @@ verdict:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible_collections.fintech.redis_storm.plugins.module_utils import group_clients
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import (
-    DEFAULT_THRESHOLDS,
-    READ_ARG_SPEC,
-    collect,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import DEFAULT_THRESHOLDS, READ_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     HAS_REDIS,
     REDIS_ARG_SPEC,
     REDIS_IMPORT_ERROR,
-    redis_options,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import SENTINEL_ARG_SPEC
 
 
 def _levels(name: str) -> Dict[str, Any]:
@@ -392,6 +409,7 @@ def _levels(name: str) -> Dict[str, Any]:
 def main() -> None:
     argument_spec = dict(
         REDIS_ARG_SPEC,
+        **SENTINEL_ARG_SPEC,
         **READ_ARG_SPEC,
         fail_on_unreachable={"type": "bool", "default": False},
         thresholds={"type": "dict", "apply_defaults": True,
@@ -402,8 +420,9 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
     params = module.params
     try:
-        result = collect(redis_options(params), params["sample_seconds"], params["latency_samples"],
-                         params["top"], params["thresholds"], params["wave_wait_seconds"])
+        result = group_clients.collect(params, params["top"], sample_seconds=params["sample_seconds"],
+                                       latency_samples=params["latency_samples"], thresholds=params["thresholds"],
+                                       wave_wait_seconds=params["wave_wait_seconds"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     if not result["reachable"] and not result["saturated"] and params["fail_on_unreachable"]:

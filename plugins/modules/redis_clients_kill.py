@@ -15,10 +15,13 @@ description:
   - Our own connection is never a candidate (it is excluded by its C(CLIENT ID) and C(SKIPME yes)); replicas
     and the master link are never candidates either.
   - Clients that reconnect automatically come straight back; pair this with a mitigation of the source.
+  - With O(sentinels), the filters are applied on the group's master and on each replica (clients that read from
+    replicas are offenders too); RV(nodes) has each node's result.
 version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
   - fintech.redis_storm.redis
+  - fintech.redis_storm.redis_sentinel
 attributes:
   check_mode:
     support: full
@@ -126,22 +129,39 @@ candidates:
       type: int
       returned: always
       sample: 240
+    node:
+      description: With O(sentinels), the node the client is connected to.
+      type: str
+      returned: with sentinels
+      sample: "10.0.0.6:6379"
+nodes:
+  description: With O(sentinels), each node's own result (its endpoint, killed, matched, candidates).
+  returned: with sentinels
+  type: list
+  elements: dict
+  sample: [{endpoint: "10.0.0.5:6379", killed: 3, matched: 3, already_gone: 0, changed: true, candidates: []}]
+sentinel:
+  description: The Sentinel group as the Sentinels gave it.
+  returned: with sentinels
+  type: dict
+  sample: {name: payments, master: "10.0.0.5:6379", replicas: ["10.0.0.6:6379"], replicas_down: []}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import kill_clients
+from ansible_collections.fintech.redis_storm.plugins.module_utils.group_clients import kill_on_every_node
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     HAS_REDIS,
     REDIS_ARG_SPEC,
     REDIS_IMPORT_ERROR,
-    redis_options,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import SENTINEL_ARG_SPEC
 
 
 def main() -> None:
     argument_spec = dict(
         REDIS_ARG_SPEC,
+        **SENTINEL_ARG_SPEC,
         ips={"type": "list", "elements": "str"},
         idle_seconds_min={"type": "int"},
         name_pattern={"type": "str"},
@@ -160,8 +180,8 @@ def main() -> None:
         module.fail_json(msg="redis_clients_kill is irreversible and off by default: set enabled: true to kill the "
                              "matching clients, or run in check mode to list them first")
     try:
-        result = kill_clients(redis_options(params), params["ips"], params["idle_seconds_min"],
-                              params["name_pattern"], params["max_kill"], module.check_mode)
+        result = kill_on_every_node(params, params["ips"], params["idle_seconds_min"], params["name_pattern"],
+                                    params["max_kill"], module.check_mode)
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     module.exit_json(**result)

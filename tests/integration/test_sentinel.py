@@ -10,6 +10,7 @@ from typing import Any, Dict
 
 import pytest
 
+from stormctl.sandbox.stormgen import StormGen
 from tests.fixtures.sentinel import SentinelGroup
 from tests.helpers.modules import run_module
 from tests.integration.mitigation_common import ledger_entries, seed_ledger_namespace
@@ -122,3 +123,53 @@ def test_an_unknown_group_and_wrong_passwords_say_which_host_and_what_to_fix(
             assert secret not in str(result)
     assert ledger_entries(ledger, INCIDENT) == []
     assert live(group, "timeout") == {node.port: "0" for node in group.nodes}
+
+
+def storm_on(node: Any, ip: str, count: int, name: str) -> StormGen:
+    return StormGen(node.port, password=node.password, sources=[(ip, count)], name=name)
+
+
+def test_triage_reads_the_master_from_the_sentinels_and_counts_offenders_on_the_replica(
+        sentinel_group: SentinelGroup, run_module: Any) -> None:
+    group = sentinel_group
+    master, replica = group.master(), group.replicas()[0]
+    with storm_on(master, "127.0.20.1", 30, "checkout") as writers, \
+            storm_on(replica, "127.0.20.1", 25, "checkout") as readers, \
+            storm_on(replica, "127.0.20.2", 40, "reports") as reports, \
+            storm_on(master, "127.0.20.3", 10, "cron") as cron:
+        for gen in (writers, readers, reports, cron):
+            gen.wait_connected()
+        run = run_module.playbook("redis_clients_info", group.module_args(sample_seconds=0.2, top=10))
+    assert not run.failed, run.output
+    result = run.result
+    assert result["sentinel"]["master"] == "127.0.0.1:%d" % master.port
+    assert [(s["ip"], s["connections"], s["names"]) for s in result["top_sources"]] == [
+        ("127.0.20.1", 55, ["checkout"]), ("127.0.20.2", 40, ["reports"]), ("127.0.20.3", 10, ["cron"])]
+    assert result["top_sources"][0]["by_node"] == {"127.0.0.1:%d" % master.port: 30,
+                                                   "127.0.0.1:%d" % replica.port: 25}
+    assert [(n["endpoint"], n["role"]) for n in result["nodes"]] == [
+        ("127.0.0.1:%d" % master.port, "master"), ("127.0.0.1:%d" % replica.port, "replica")]
+    assert result["nodes"][1]["clients"]["connected"] >= 65
+    for secret in (group.password, group.sentinel_password):
+        assert secret not in run.output
+
+
+def test_the_triage_role_and_a_kill_follow_the_master_after_a_failover(
+        sentinel_group: SentinelGroup, kubeapi: Any, run_module: Any) -> None:
+    group = sentinel_group
+    new_master = group.failover()
+    with storm_on(new_master, "127.0.21.1", 20, "batch") as batch:
+        batch.wait_connected()
+        views = run_module.playbook("storm_views_info", {
+            "redis": group.module_args(sample_seconds=0.2),
+            "kubernetes": {"namespaces": ["payments"], "kubeconfig": str(kubeapi.kubeconfig)}})
+        assert not views.failed, views.output
+        redis_view = views.result["redis"]
+        assert redis_view["sentinel"]["master"] == "127.0.0.1:%d" % new_master.port
+        assert redis_view["top_sources"][0]["ip"] == "127.0.21.1"
+        killed = run_module.playbook("redis_clients_kill", group.module_args(ips=["127.0.21.1"], max_kill=5,
+                                                                              enabled=True))
+    assert not killed.failed, killed.output
+    assert killed.result["killed"] == 5
+    assert {c["node"] for c in killed.result["candidates"]} == {"127.0.0.1:%d" % new_master.port}
+    assert group.sentinel_password not in views.output + killed.output
