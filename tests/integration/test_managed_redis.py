@@ -11,7 +11,7 @@ from typing import Any, Dict
 import pytest
 
 from stormctl.sandbox.stormgen import StormGen
-from tests.helpers.modules import run_module, run_playbook
+from tests.helpers.modules import run_playbook
 from tests.integration.mitigation_common import ledger_entries, seed_ledger_namespace
 
 pytestmark = pytest.mark.integration
