@@ -34,6 +34,8 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capac
     Gates,
     RedisSide,
     adds_clients,
+    redis_sides,
+    side_for,
 )
 
 SUMMARY_KEYS = ("restored", "drifted", "missing", "skipped", "failed", "unapplied", "blocked", "deferred", "refused")
@@ -75,8 +77,9 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
     ledger = Ledger(kube, params["incident_id"], params.get("ledger_namespace"))
     entries = ledger.open_entries()
     guards = Guards.from_params(params)
-    redis = RedisSide(params.get("redis"))
-    gates = Gates(kube, ledger, redis, params, check_mode)
+    sides = redis_sides(params.get("redis"))
+    # each server's own gates: a replica's maxclients goes back down by its own clients
+    gates = {id(side): Gates(kube, ledger, side, params, check_mode) for side in sides}
     outcomes: List[Dict[str, Any]] = []
     by_id: Dict[str, Dict[str, Any]] = {}
     warnings: List[str] = []
@@ -91,12 +94,15 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
                     entry["id"], ", ".join(waits)))
             else:
                 overlay = overlays.setdefault(target_key(entry.get("target") or {}), {})
-                done = _restore_one(entry, ledger, gates, redis, guards, params, check_mode, overlay, warnings)
+                side = side_for(entry, sides) if (entry.get("target") or {}).get("type") == "redis" else sides[0]
+                done = _restore_one(entry, ledger, gates[id(side)], side, guards, params, check_mode, overlay,
+                                    warnings)
                 overlay.update(overlay_of(done))
             by_id[entry["id"]] = done
             outcomes.append(done)
     finally:
-        redis.close()
+        for side in sides:
+            side.close()
     return _result(ledger, outcomes, params, check_mode, warnings)
 
 

@@ -173,3 +173,22 @@ def test_the_triage_role_and_a_kill_follow_the_master_after_a_failover(
     assert killed.result["killed"] == 5
     assert {c["node"] for c in killed.result["candidates"]} == {"127.0.0.1:%d" % new_master.port}
     assert group.sentinel_password not in views.output + killed.output
+
+
+def test_storm_rollback_restores_each_node_of_the_group_after_a_failover(
+        ledger: Any, sentinel_group: SentinelGroup) -> None:
+    group = sentinel_group
+    master, replica = group.master(), group.replicas()[0]
+    applied = run_module("redis_runtime_config", config_args(ledger, group, settings={"maxclients": 320}))
+    assert not applied.failed, applied.msg
+    group.failover()
+    replica.client().config_set("tcp-keepalive", "77")  # a change outside the incident stays as it is
+
+    rolled = run_module("storm_rollback", {"incident_id": INCIDENT, "kubeconfig": str(ledger.kubeconfig),
+                                           "redis": group.module_args()})
+    assert not rolled.failed, rolled.msg
+    assert rolled["summary"]["restored"] == 2
+    assert live(group, "maxclients") == {master.port: "200", replica.port: "200"}
+    assert live(group, "tcp-keepalive")[replica.port] == "77"
+    assert all(e["state"] == "restored" for e in ledger_entries(ledger, INCIDENT))
+    assert group.sentinel_password not in str(rolled) and group.password not in str(rolled)
