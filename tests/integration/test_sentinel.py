@@ -12,7 +12,7 @@ import pytest
 
 from stormctl.sandbox.stormgen import StormGen
 from tests.fixtures.sentinel import SentinelGroup
-from tests.helpers.modules import run_module
+from tests.helpers.modules import run_module, run_playbook
 from tests.integration.mitigation_common import ledger_entries, seed_ledger_namespace
 
 pytestmark = pytest.mark.integration
@@ -192,3 +192,28 @@ def test_storm_rollback_restores_each_node_of_the_group_after_a_failover(
     assert live(group, "tcp-keepalive")[replica.port] == "77"
     assert all(e["state"] == "restored" for e in ledger_entries(ledger, INCIDENT))
     assert group.sentinel_password not in str(rolled) and group.password not in str(rolled)
+
+
+def test_the_ladder_and_rollback_roles_act_on_every_node_of_an_inventory_sentinel_group(
+        ledger: Any, sentinel_group: SentinelGroup) -> None:
+    group = sentinel_group
+    inventory = {"incident_id": INCIDENT, "storm_redis_sentinels": group.addresses,
+                 "storm_redis_sentinel_master": group.name, "storm_redis_sentinel_password": group.sentinel_password,
+                 "storm_redis_password": group.password, "storm_kubeconfig": str(ledger.kubeconfig),
+                 "storm_namespaces": ["payments"], "ladder_rungs": ["redis_capacity"], "ladder_force": True,
+                 "ladder_recovery_gate": False}
+    climbed = run_playbook([{"name": "climb", "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder"}},
+                            {"name": "timeline", "ansible.builtin.debug": {"var": "storm_timeline"}}],
+                           extra_vars=inventory)
+    assert climbed.rc == 0, climbed.output[-4000:] + climbed.stderr[-2000:]
+    raised = live(group, "maxclients")
+    assert len(set(raised.values())) == 1 and int(next(iter(raised.values()))) > 200
+    assert climbed.task("timeline")["storm_timeline"][0]["result"] == "applied"
+
+    group.failover()
+    rollback = {"name": "rollback", "ansible.builtin.include_role": {"name": "fintech.redis_storm.rollback"}}
+    rolled = run_playbook([rollback], extra_vars=inventory)
+    assert rolled.rc == 0, rolled.output[-4000:] + rolled.stderr[-2000:]
+    assert live(group, "maxclients") == {node.port: "200" for node in group.nodes}
+    for secret in (group.password, group.sentinel_password):
+        assert secret not in climbed.output + climbed.stderr + rolled.output + rolled.stderr
