@@ -111,4 +111,3 @@ def kill_on_every_node(params: Dict[str, Any], *filters: Any) -> Dict[str, Any]:
             "already_gone": sum(n["already_gone"] for n in nodes), "matched": sum(n["matched"] for n in nodes),
             "candidates": [dict(c, node=n["endpoint"]) for n in nodes for c in n["candidates"]],
             "nodes": nodes, "sentinel": group.describe()}
-

@@ -127,4 +127,3 @@ class GroupConfig:
         notes = ["persisted with CONFIG REWRITE on %s" % ", ".join(done)] if done else []
         notes += ["%s %s" % (where, state) for where, state in persisted.items() if state is not True]
         return notes
-

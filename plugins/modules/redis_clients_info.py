@@ -19,7 +19,7 @@ description:
     the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
   - With O(sentinels), reads the group's current master as above, and each replica's C(CLIENT LIST) and C(INFO
-    clients) once: an offender's connections are summed over the nodes (RV(top_sources[].by_node)), each node's use
+    clients) once; an offender's connections are summed over the nodes (RV(top_sources[].by_node)), each node's use
     of its maxclients is in RV(nodes), and a replica at its limit makes the verdict critical.
   - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
     C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a

@@ -258,10 +258,15 @@ config_disabled:
   type: bool
   sample: true
 replica:
-  description: True when the module refused to write to a replica; RV(master) names the master.
+  description: True when the module refused to write to a replica; RV(master) names its master.
   returned: on that failure
   type: bool
   sample: true
+master:
+  description: The master of the replica the module refused to write to.
+  returned: on that failure
+  type: str
+  sample: "10.0.0.5:6379"
 saturated:
   description: True when the failure is Redis refusing our connection at maxclients.
   returned: on that failure
@@ -337,8 +342,8 @@ def main() -> None:
         if header:
             result["diff"]["after_header"] = header
         if result.get("assumed"):
-            result["diff"]["after_header"] = "%s, assumed: %s" % (header or "Redis at %s" % where,
-                                                                 "; ".join(result["assumed"]))
+            result["diff"]["after_header"] = "%s, assumed: %s" % (
+                header or "Redis at %s" % where, "; ".join(result["assumed"]))
     module.exit_json(**result)
 
 
