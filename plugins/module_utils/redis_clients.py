@@ -15,6 +15,7 @@ import fnmatch
 import functools
 import ipaddress
 import math
+import re
 import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -32,6 +33,8 @@ except ImportError:  # pragma: no cover - connect() reports the missing library
     RedisError = Exception  # type: ignore[misc,assignment]
 
 Client = Dict[str, str]
+
+SENTINEL_LINK = re.compile(r"^sentinel-[0-9a-f]{8}-(cmd|pubsub)$")
 
 # Integer fields of CLIENT LIST (Redis 6.2 to 8, valkey); any other field stays a string.
 INT_FIELDS = frozenset((
@@ -104,9 +107,8 @@ def is_replication_link(client: Client) -> bool:
 
 
 def is_sentinel_link(client: Client) -> bool:
-    """A Sentinel monitoring this node: it names its two connections sentinel-<id>-cmd and -pubsub."""
-    name = client.get("name", "")
-    return name.startswith("sentinel-") and name.endswith(("-cmd", "-pubsub"))
+    """A Sentinel monitoring this node (it names its two links with the first 8 characters of its run id)."""
+    return SENTINEL_LINK.match(client.get("name", "")) is not None
 
 
 def application_clients(clients: Iterable[Client], own_id: Optional[int]) -> List[Client]:
