@@ -13,7 +13,7 @@ replica one CLIENT LIST and one INFO clients, so triage costs it little.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils import (
     redis_clients,
@@ -58,28 +58,6 @@ def node_view(options: Dict[str, Any], role: str) -> Dict[str, Any]:
     return view
 
 
-def merge_sources(master: List[Dict[str, Any]], master_at: str, replicas: List[Dict[str, Any]],
-                  top: int) -> List[Dict[str, Any]]:
-    """Offenders summed over the nodes, each with ``nodes`` (its connections by node, as on a Redis Cluster);
-    ranked and cut as one node's are."""
-    merged: Dict[str, Dict[str, Any]] = {}
-    for at, sources in [(master_at, master)] + [(r["node"], r["sources"]) for r in replicas]:
-        for source in sources:
-            into = merged.get(source["ip"])
-            if into is None:
-                into = merged[source["ip"]] = dict(source, connections=0, nodes={}, opened=source.get("opened"))
-                if at != master_at:
-                    into["opened"] = into["opened_per_sec"] = None  # churn is measured on the master only
-            into["connections"] += source["connections"]
-            into["nodes"][at] = source["connections"]
-            into["names"] = sorted(set(into["names"]) | set(source["names"]))
-            into["lib_names"] = sorted(set(into["lib_names"]) | set(source["lib_names"]))
-            into["idle_max"] = max(into["idle_max"], source["idle_max"])
-            into["age_min"] = min(into["age_min"], source["age_min"])
-            into["age_max"] = max(into["age_max"], source["age_max"])
-    return redis_clients.ranked_sources(list(merged.values()), top)
-
-
 def collect(params: Dict[str, Any], top: int, **read: Any) -> Dict[str, Any]:
     """redis_clients.collect on the node to read (the group's master with Sentinel), the replicas' clients added;
     on a Redis Cluster every node's, summed."""
@@ -99,7 +77,8 @@ def with_replicas(result: Dict[str, Any], options: Dict[str, Any], group: Group,
     nodes = [{"node": master_at, "role": "master", "clients": result["clients"], "error": result["error"]}]
     nodes += [{k: r[k] for k in ("node", "role", "clients", "error")} for r in replicas]
     result = dict(result, sentinel=group.describe(), nodes=nodes,
-                  top_sources=merge_sources(result["top_sources"], master_at, replicas, top))
+                  top_sources=redis_cluster.merge_sources(
+                      [(master_at, result["top_sources"])] + [(r["node"], r["sources"]) for r in replicas], top))
     busy = [n for n in nodes[1:] if (n["clients"] or {}).get("utilization") is not None
             and n["clients"]["utilization"] > critical]
     if busy:

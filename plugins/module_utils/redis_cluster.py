@@ -168,7 +168,8 @@ def saturating_node(summaries: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]
 
 
 def merge_sources(per_node: List[Tuple[str, List[Dict[str, Any]]]], top: int) -> List[Dict[str, Any]]:
-    """Every node's sources summed by address, ranked as one Redis' are; each says how many it holds on which node."""
+    """Every node's sources summed by address, ranked as one Redis' are; each says how many it holds on which node
+    (``nodes``). Used for a Redis Cluster's nodes and a Sentinel group's master and replicas alike."""
     merged: Dict[str, Dict[str, Any]] = {}
     for node, sources in per_node:
         for source in sources:
@@ -186,16 +187,11 @@ def merge_sources(per_node: List[Tuple[str, List[Dict[str, Any]]]], top: int) ->
             for key in ("opened", "opened_per_sec"):
                 if source.get(key) is not None:
                     into[key] = round((into[key] or 0) + source[key], 2)
-    ranked = sorted(merged.values(), key=lambda s: (-s["connections"], redis_clients._ip_key(s["ip"])))
-    if top > 0:
-        churning = sorted(ranked, key=lambda s: (-(s["opened"] or 0), redis_clients._ip_key(s["ip"])))[:top]
-        kept = {id(s) for s in ranked[:top]} | {id(s) for s in churning if s["opened"]}
-        ranked = [s for s in ranked if id(s) in kept]
-    for source in ranked:
+    for source in merged.values():
         source["names"] = sorted(source["names"])
         source["lib_names"] = sorted(source["lib_names"])
         source["age_min"] = source["age_min"] or 0
-    return ranked
+    return redis_clients.ranked_sources(list(merged.values()), top)
 
 
 def _sum(values: List[Any]) -> Optional[float]:

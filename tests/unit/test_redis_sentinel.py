@@ -5,11 +5,8 @@ from typing import Any, Dict, List
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_clients
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.group_clients import (
-    collect,
-    kill_on_every_node,
-    merge_sources,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.group_clients import collect, kill_on_every_node
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_cluster import merge_sources
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import Group, failover, parse_address
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import NodeSides
 
@@ -57,14 +54,14 @@ def client(ip: str, name: str, idle: int = 0, age: int = 10) -> Dict[str, str]:
 
 def test_offenders_are_summed_over_the_nodes_and_ranked_on_the_sum() -> None:
     master = sources([client("10.1.0.1", "checkout")] * 3 + [client("10.1.0.2", "wallet")] * 4)
-    replica = {"node": "10.0.0.5:6379",
-               "sources": sources([client("10.1.0.1", "checkout-reader", idle=30, age=2)] * 5)}
-    merged = merge_sources(master, "10.0.0.6:6379", [replica], top=10)
+    replica = sources([client("10.1.0.1", "checkout-reader", idle=30, age=2)] * 5)
+    per_node = [("10.0.0.6:6379", master), ("10.0.0.5:6379", replica)]
+    merged = merge_sources(per_node, top=10)
     assert [(s["ip"], s["connections"]) for s in merged] == [("10.1.0.1", 8), ("10.1.0.2", 4)]
     assert merged[0]["nodes"] == {"10.0.0.6:6379": 3, "10.0.0.5:6379": 5}
     assert merged[0]["names"] == ["checkout", "checkout-reader"]
     assert (merged[0]["idle_max"], merged[0]["age_min"]) == (30, 2)
-    assert merge_sources(master, "10.0.0.6:6379", [replica], top=1)[0]["ip"] == "10.1.0.1"
+    assert merge_sources(per_node, top=1)[0]["ip"] == "10.1.0.1"
 
 
 def test_the_sentinels_own_links_are_no_offenders() -> None:
