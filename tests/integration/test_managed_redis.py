@@ -12,7 +12,7 @@ import pytest
 
 from stormctl.sandbox.stormgen import StormGen
 from tests.helpers.modules import run_playbook
-from tests.integration.mitigation_common import ledger_entries, seed_ledger_namespace
+from tests.integration.mitigation_common import connected, ledger_entries, seed_ledger_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +56,7 @@ def ladder_vars(server: Any, kubeapi: Any) -> Dict[str, Any]:
 def test_the_ladder_goes_on_past_the_config_rung_on_managed_redis(managed: Any, kubeapi: Any) -> None:
     seed_ledger_namespace(kubeapi)
     run = run_playbook([
-        {"name": "climb", "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder"}},
+        connected(kubeapi, [{"name": "climb", "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder"}}]),
         {"name": "timeline", "ansible.builtin.debug": {"var": "storm_timeline"}},
     ], extra_vars=ladder_vars(managed, kubeapi))
     assert run.rc == 0, run.output[-4000:] + run.stderr[-2000:]

@@ -13,7 +13,7 @@ import pytest
 from stormctl.sandbox.stormgen import StormGen
 from tests.fixtures.sentinel import SentinelGroup
 from tests.helpers.modules import run_module, run_playbook
-from tests.integration.mitigation_common import ledger_entries, seed_ledger_namespace
+from tests.integration.mitigation_common import connected, ledger_entries, seed_ledger_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -220,7 +220,8 @@ def test_the_ladder_and_rollback_roles_act_on_every_node_of_an_inventory_sentine
                  "storm_redis_password": group.password, "storm_kubeconfig": str(ledger.kubeconfig),
                  "storm_namespaces": ["payments"], "ladder_rungs": ["redis_capacity"], "ladder_force": True,
                  "ladder_recovery_gate": False}
-    climbed = run_playbook([{"name": "climb", "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder"}},
+    climb = {"name": "climb", "ansible.builtin.include_role": {"name": "fintech.redis_storm.ladder"}}
+    climbed = run_playbook([connected(ledger, [climb]),
                             {"name": "timeline", "ansible.builtin.debug": {"var": "storm_timeline"}}],
                            extra_vars=inventory)
     assert climbed.rc == 0, climbed.output[-4000:] + climbed.stderr[-2000:]
@@ -230,7 +231,7 @@ def test_the_ladder_and_rollback_roles_act_on_every_node_of_an_inventory_sentine
 
     group.failover()
     rollback = {"name": "rollback", "ansible.builtin.include_role": {"name": "fintech.redis_storm.rollback"}}
-    rolled = run_playbook([rollback], extra_vars=inventory)
+    rolled = run_playbook([connected(ledger, [rollback])], extra_vars=inventory)
     assert rolled.rc == 0, rolled.output[-4000:] + rolled.stderr[-2000:]
     assert live(group, "maxclients") == {node.port: "200" for node in group.nodes}
     for secret in (group.password, group.sentinel_password):
