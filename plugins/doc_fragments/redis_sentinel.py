@@ -14,6 +14,7 @@ options:
       - The Sentinels of a Redis group, each C(host:port) (the port defaults to 26379).
       - When given, the current master is asked from the Sentinels and O(host) and O(port) are not used; the
         replicas the Sentinels list are known too. O(password) and O(username) are the Redis nodes' credentials.
+      - A Redis Cluster has no Sentinels; O(sentinels) beside O(cluster=true) fails before anything is read.
     type: list
     elements: str
   sentinel_master:
