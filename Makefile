@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := redis-server prometheus prometheus-redis-exporter prometheus-alertmanager
+DEBS := redis-server redis-sentinel prometheus prometheus-redis-exporter prometheus-alertmanager
 SANITY_ROOT ?= $(CURDIR)/.sandbox/sanity/ansible_collections/fintech/redis_storm
 SANITY_BUILD := $(CURDIR)/.sandbox/sanity-build
 # The oldest Python tests/config.yml declares for modules, from pyenv or PATH.

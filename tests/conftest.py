@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.services",
     "tests.fixtures.redis",
     "tests.fixtures.redis_cluster",
+    "tests.fixtures.sentinel",
     "tests.fixtures.kubeapi",
     "tests.fixtures.sandbox",
     "tests.fixtures.compat",

@@ -34,6 +34,8 @@ except ImportError:  # pragma: no cover - connect() reports the missing library
 
 Client = Dict[str, str]
 
+SENTINEL_LINK = re.compile(r"^sentinel-[0-9a-f]{8}-(cmd|pubsub)$")
+
 # Integer fields of CLIENT LIST (Redis 6.2 to 8, valkey); any other field stays a string.
 INT_FIELDS = frozenset((
     "id", "fd", "age", "idle", "db", "sub", "psub", "ssub", "multi", "watch", "qbuf", "qbuf-free",
@@ -104,9 +106,14 @@ def is_replication_link(client: Client) -> bool:
     return "S" in flags or "M" in flags
 
 
+def is_sentinel_link(client: Client) -> bool:
+    """A Sentinel monitoring this node (it names its two links with the first 8 characters of its run id)."""
+    return SENTINEL_LINK.match(client.get("name", "")) is not None
+
+
 def application_clients(clients: Iterable[Client], own_id: Optional[int]) -> List[Client]:
     own = str(own_id) if own_id is not None else None
-    return [c for c in clients if c.get("id") != own and not is_replication_link(c)]
+    return [c for c in clients if c.get("id") != own and not is_replication_link(c) and not is_sentinel_link(c)]
 
 
 def top_sources(clients: Iterable[Client], top: int = 10,
@@ -141,15 +148,20 @@ def top_sources(clients: Iterable[Client], top: int = 10,
         count, rate = opened.get(group["ip"], (0, 0.0)) if opened is not None else (None, None)
         group["opened"] = count
         group["opened_per_sec"] = rate
-    ranked = sorted(groups.values(), key=lambda g: (-g["connections"], _ip_key(g["ip"])))
-    if top > 0:
-        churning = sorted(groups.values(), key=lambda g: (-(g["opened"] or 0), _ip_key(g["ip"])))[:top]
-        kept = {id(g) for g in ranked[:top]} | {id(g) for g in churning if g["opened"]}
-        ranked = [g for g in ranked if id(g) in kept]
-    for group in ranked:
+    for group in groups.values():
         group["names"] = sorted(group["names"])
         group["lib_names"] = sorted(group["lib_names"])
         group["age_min"] = group["age_min"] or 0
+    return ranked_sources(list(groups.values()), top)
+
+
+def ranked_sources(sources: List[Dict[str, Any]], top: int) -> List[Dict[str, Any]]:
+    """Most connections first, cut to ``top`` (<= 0: all) plus any of the ``top`` that opened the most."""
+    ranked = sorted(sources, key=lambda g: (-g["connections"], _ip_key(g["ip"])))
+    if top > 0:
+        churning = sorted(sources, key=lambda g: (-(g["opened"] or 0), _ip_key(g["ip"])))[:top]
+        kept = {id(g) for g in ranked[:top]} | {id(g) for g in churning if g["opened"]}
+        ranked = [g for g in ranked if id(g) in kept]
     return ranked
 
 

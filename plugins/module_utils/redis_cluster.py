@@ -28,9 +28,8 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn imp
 try:
     from redis.cluster import RedisCluster
     from redis.exceptions import RedisClusterException, RedisError
-except ImportError:  # pragma: no cover - connect() reports the missing library
+except ImportError:  # pragma: no cover - discover() reports the missing library before any except clause runs
     RedisCluster = None  # type: ignore[misc,assignment]
-    RedisClusterException = RedisError = Exception  # type: ignore[misc,assignment]
 
 Node = Dict[str, Any]
 
@@ -94,7 +93,7 @@ def _cluster_nodes(cluster: Any) -> Dict[str, Dict[str, Any]]:
             answer = cluster.execute_command("CLUSTER NODES", target_nodes=node)
         except (RedisError, OSError):
             continue
-        return {str(address).split("@")[0]: fields for address, fields in dict(answer).items()}
+        return {str(address).split("@", maxsplit=1)[0]: fields for address, fields in dict(answer).items()}
     return {}
 
 
@@ -168,7 +167,8 @@ def saturating_node(summaries: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]
 
 
 def merge_sources(per_node: List[Tuple[str, List[Dict[str, Any]]]], top: int) -> List[Dict[str, Any]]:
-    """Every node's sources summed by address, ranked as one Redis' are; each says how many it holds on which node."""
+    """Every node's sources summed by address, ranked as one Redis' are; each says how many it holds on which node
+    (``nodes``). Used for a Redis Cluster's nodes and a Sentinel group's master and replicas alike."""
     merged: Dict[str, Dict[str, Any]] = {}
     for node, sources in per_node:
         for source in sources:
@@ -186,16 +186,11 @@ def merge_sources(per_node: List[Tuple[str, List[Dict[str, Any]]]], top: int) ->
             for key in ("opened", "opened_per_sec"):
                 if source.get(key) is not None:
                     into[key] = round((into[key] or 0) + source[key], 2)
-    ranked = sorted(merged.values(), key=lambda s: (-s["connections"], redis_clients._ip_key(s["ip"])))
-    if top > 0:
-        churning = sorted(ranked, key=lambda s: (-(s["opened"] or 0), redis_clients._ip_key(s["ip"])))[:top]
-        kept = {id(s) for s in ranked[:top]} | {id(s) for s in churning if s["opened"]}
-        ranked = [s for s in ranked if id(s) in kept]
-    for source in ranked:
+    for source in merged.values():
         source["names"] = sorted(source["names"])
         source["lib_names"] = sorted(source["lib_names"])
         source["age_min"] = source["age_min"] or 0
-    return ranked
+    return redis_clients.ranked_sources(list(merged.values()), top)
 
 
 def _sum(values: List[Any]) -> Optional[float]:
@@ -245,9 +240,8 @@ def merge(nodes: List[Node], answers: List[Dict[str, Any]], top: int,
             hottest["node"], hottest["role"], "all" if hottest["saturated"] else hottest["connected"],
             hottest["max"] or "maxclients"))
     if saturated:
-        judged = {"storm": True, "severity": "critical", "reasons": ["Redis node is saturated: %s" % s["error"]
-                                                                      for s in summaries if s["saturated"]]
-                  + judged["reasons"]}
+        refused = ["Redis node is saturated: %s" % s["error"] for s in summaries if s["saturated"]]
+        judged = {"storm": True, "severity": "critical", "reasons": refused + judged["reasons"]}
     judged["reasons"].extend(s["error"] for s in summaries if s["error"] and not s["saturated"])
     return {
         "reachable": True, "saturated": saturated, "error": "; ".join(errors) or None,
@@ -260,4 +254,3 @@ def merge(nodes: List[Node], answers: List[Dict[str, Any]], top: int,
                                           if answer.get("stale_cache")}),
         "verdict": judged, "nodes": summaries, "saturating_node": hottest,
     }
-

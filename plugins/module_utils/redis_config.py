@@ -23,7 +23,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.capacity impor
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ladder import RUNGS
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ladder import LADDER, RUNGS
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REDIS_DIRECTIVES
@@ -50,6 +50,14 @@ MEMORY_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024
 _KUBE_SIDE = [r["name"] for r in RUNGS if r["stage"] == "mitigate" and r["acts_on"] == "workload"]
 KUBE_SIDE_RUNGS = "%s and %s act through Kubernetes and do not need a Redis connection" % (
     ", ".join(_KUBE_SIDE[:-1]), _KUBE_SIDE[-1])
+# Managed services (ElastiCache, Memorystore, Azure Cache) rename CONFIG away; the provider's API sets what it allows.
+MANAGED_HINT = (
+    "CONFIG is disabled on this server, as managed Redis services (AWS ElastiCache, Google Memorystore, Azure Cache "
+    "for Redis) do: change timeout or tcp-keepalive through the provider's console or API (ElastiCache: the cluster's "
+    "parameter group, aws elasticache modify-cache-parameter-group; Memorystore: gcloud redis instances update "
+    "--update-redis-config; Azure: az redis update), where maxclients is fixed by the node size (scale the node type "
+    "up). The next rungs (%s) act through Kubernetes and still apply" % ", ".join(
+        r["name"] for r in RUNGS[LADDER.index("redis_capacity") + 1:] if r["acts_on"] == "workload"))
 
 # The kube connection options, renamed where they collide with the Redis ones.
 KUBE_RENAMES = {"host": "kube_host", "validate_certs": "kube_validate_certs"}
@@ -153,6 +161,11 @@ class RuntimeConfig:
         self.force = force
         self.rung = rung
         self.allow_below_connected = allow_below_connected
+        # more of the server's identity for its ledger target (a Sentinel group's name and the node's role)
+        self.labels: Dict[str, str] = {}
+
+    def close(self) -> None:
+        self.client.close()
 
     def _call(self, command: str, call: Any) -> Any:
         try:
@@ -160,6 +173,9 @@ class RuntimeConfig:
         except StormError:
             raise
         except Exception as exc:  # redis-py raises many types; command_error classifies them
+            if command.startswith("CONFIG") and "unknown command" in str(exc).lower():
+                raise StormError("Redis at %s refused %s (%s). %s" % (self.where, command, exc, MANAGED_HINT),
+                                 config_disabled=True) from exc
             raise command_error(exc, self.options, command) from exc
 
     def read(self, names: List[str]) -> Dict[str, Optional[str]]:
@@ -167,7 +183,7 @@ class RuntimeConfig:
 
     def server_target(self) -> Dict[str, Any]:
         """The ledger target with the server's own identity, so any spelling of its address matches."""
-        return redis_target(self.where, self._call("INFO", lambda: identity(self.client)))
+        return redis_target(self.where, dict(self._call("INFO", lambda: identity(self.client)), **self.labels))
 
     def guard(self, wanted: Dict[str, str]) -> None:
         if "maxclients" not in wanted or self.allow_below_connected:

@@ -34,6 +34,8 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capac
     Gates,
     RedisSide,
     adds_clients,
+    redis_sides,
+    side_for,
 )
 
 SUMMARY_KEYS = ("restored", "drifted", "missing", "skipped", "failed", "unapplied", "blocked", "deferred", "refused")
@@ -75,9 +77,8 @@ def rollback(kube: Kube, params: Dict[str, Any], check_mode: bool) -> Dict[str, 
     ledger = Ledger(kube, params["incident_id"], params.get("ledger_namespace"))
     entries = ledger.open_entries()
     guards = Guards.from_params(params)
-    redis = RedisSide(params.get("redis"))
-    gates = Gates(kube, ledger, redis, params, check_mode)
-    nodes = NodeSides(params.get("redis"), redis)
+    nodes = NodeSides(params.get("redis"))
+    gates = Gates(kube, ledger, nodes.main, params, check_mode)
     outcomes: List[Dict[str, Any]] = []
     by_id: Dict[str, Dict[str, Any]] = {}
     warnings: List[str] = []
@@ -107,15 +108,19 @@ def _outcome(entry: Dict[str, Any], outcome: str, msg: str) -> Dict[str, Any]:
 
 
 class NodeSides:
-    """The connection a Redis entry is restored over: the one Redis, or on a Redis Cluster (``redis.cluster``)
-    the node the entry was recorded on, by the address in its target, with the same credentials."""
+    """The connection a Redis entry is restored over: the one Redis; on a Redis Cluster (``redis.cluster``) the
+    node the entry was recorded on, by the address in its target, with the same credentials; in a Sentinel group
+    (``redis.sentinels``) the node whose run_id the entry recorded, whichever is the master after a failover."""
 
-    def __init__(self, options: Optional[Dict[str, Any]], main: RedisSide) -> None:
+    def __init__(self, options: Optional[Dict[str, Any]]) -> None:
         self.options = dict(options or {})
-        self.main = main
+        self.group = redis_sides(options)  # every node of a Sentinel group, its master first; else the one Redis
+        self.main = self.group[0]
         self.nodes: Dict[str, RedisSide] = {}
 
     def for_entry(self, entry: Dict[str, Any]) -> RedisSide:
+        if len(self.group) > 1:
+            return side_for(entry, self.group)
         address = str((entry.get("target") or {}).get("endpoint") or "")
         host, _sep, port = address.rpartition(":")
         if not self.options.get("cluster") or not port.isdigit():
@@ -125,7 +130,7 @@ class NodeSides:
         return self.nodes[address]
 
     def close(self) -> None:
-        for side in [self.main, *self.nodes.values()]:
+        for side in [*self.group, *self.nodes.values()]:
             side.close()
 
 

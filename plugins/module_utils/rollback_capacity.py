@@ -19,7 +19,7 @@ import math
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_conn, redis_server
+from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_conn, redis_sentinel, redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, KubeApiError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
@@ -83,6 +83,31 @@ class RedisSide:
         except Exception as exc:
             self.error = "Redis at %s stopped answering: %s" % (self.endpoint, exc)
             return None
+
+
+def redis_sides(options: Optional[Dict[str, Any]]) -> List[RedisSide]:
+    """One side per server: each node of a Sentinel group (its master first), else the one server given."""
+    if not options or not redis_sentinel.given(options):
+        return [RedisSide(options)]
+    try:
+        group = redis_sentinel.discover(options)
+    except StormError as exc:  # the Kubernetes entries still go back; the Redis ones say why not
+        side = RedisSide(None)
+        side.given, side.error = True, exc.message
+        side.endpoint = "Sentinel group %s" % options.get("sentinel_master")
+        return [side]
+    return [RedisSide(group.options(dict(options), address)) for address in group.nodes]
+
+
+def side_for(entry: Dict[str, Any], sides: List[RedisSide]) -> RedisSide:
+    """The side connected to the server a Redis entry changed (by its run_id, else its data set); else the first."""
+    recorded = entry.get("target") or {}
+    for wanted in (redis_server.SAME, redis_server.RESTARTED):
+        for side in sides:
+            if side.client is not None and redis_server.match(recorded, side.identity, side.replids,
+                                                              side.endpoint or "") == wanted:
+                return side
+    return sides[0]
 
 
 def adds_clients(entry: Dict[str, Any]) -> bool:

@@ -57,6 +57,7 @@ def merge(readings: Dict[str, Dict[str, Any]]) -> Optional[Dict[str, Any]]:
     """One reading over a cluster's nodes (by node address): evictions summed, the highest stale share."""
     if not readings:
         return None
+
     def total(key: str, end: str, combine: Any) -> Optional[float]:
         found = [r[key][end] for r in readings.values() if r[key][end] is not None]
         return combine(found) if found else None

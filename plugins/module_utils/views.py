@@ -16,7 +16,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Dict, List, Optional
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import offenders, redis_clients, redis_cluster
+from ansible_collections.fintech.redis_storm.plugins.module_utils import group_clients, offenders, redis_clients
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, kube_options
 from ansible_collections.fintech.redis_storm.plugins.module_utils.prometheus import (
@@ -24,13 +24,15 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.prometheus imp
     Prometheus,
     run_queries,
 )
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC, redis_options
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import SENTINEL_ARG_SPEC
 
 View = Dict[str, Any]
 
 # storm_views_info's options: each view's own module options, one dict per view.
 VIEWS_ARG_SPEC: Dict[str, Dict[str, Any]] = {
-    "redis": {"type": "dict", "required": True, "options": dict(REDIS_ARG_SPEC, **redis_clients.READ_ARG_SPEC)},
+    "redis": {"type": "dict", "required": True,
+              "options": dict(REDIS_ARG_SPEC, **SENTINEL_ARG_SPEC, **redis_clients.READ_ARG_SPEC)},
     "prometheus": {"type": "dict", "options": dict(PROMETHEUS_ARG_SPEC, queries={"type": "dict", "required": True})},
     "kubernetes": {"type": "dict", "required": True, "options": dict(KUBE_ARG_SPEC, **offenders.READ_ARG_SPEC)},
 }
@@ -52,9 +54,9 @@ def _guarded(read: Callable[[], View]) -> View:
 
 
 def read_redis(params: Dict[str, Any]) -> View:
-    read = redis_cluster.collect if params.get("cluster") else redis_clients.collect
-    answer = read(redis_options(params), params["sample_seconds"], params["latency_samples"], params["top"],
-                  wave_wait_seconds=params["wave_wait_seconds"])
+    answer = group_clients.collect(params, params["top"], sample_seconds=params["sample_seconds"],
+                                   latency_samples=params["latency_samples"],
+                                   wave_wait_seconds=params["wave_wait_seconds"])
     return dict(answer, changed=False)
 
 

@@ -18,6 +18,10 @@ description:
     again every O(sample_seconds) until the wave settles, at most O(wave_wait_seconds) longer, and the window is
     the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
+  - With O(sentinels), reads the group's current master as above, and each replica's C(CLIENT LIST) and C(INFO
+    clients) once; an offender's connections are summed over the nodes (RV(top_sources[].nodes)), each node's use
+    of its maxclients is in RV(nodes), and a replica at its limit makes the verdict critical. O(cluster=true) and
+    O(sentinels) together are an error.
   - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
     C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a
     critical storm verdict, the strongest storm signal there is.
@@ -32,6 +36,7 @@ version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
   - fintech.redis_storm.redis
+  - fintech.redis_storm.redis_sentinel
 attributes:
   check_mode:
     support: full
@@ -298,13 +303,20 @@ top_sources:
       returned: always
       sample: 140.0
     nodes:
-      description: With O(cluster=true), the connections from this address on each node, by node address.
+      description:
+        - With O(cluster=true) or O(sentinels), the connections from this address on each node, by node address
+          (the master's and each replica's in a Sentinel group).
       type: dict
-      returned: when O(cluster=true)
+      returned: when O(cluster=true) or with sentinels
       sample: {"10.0.0.5:6379": 50, "10.0.0.6:6379": 100}
 nodes:
-  description: With O(cluster=true), every node of the cluster and what was read from it.
-  returned: when O(cluster=true) and a node answered the discovery
+  description:
+    - With O(cluster=true) or O(sentinels), every node and what was read from it; C(node) is its address and
+      C(role) C(master) or C(replica).
+    - With O(cluster=true) each entry has the node's C(slots), C(flags), C(reachable), C(saturated), C(error),
+      C(connected), C(max), C(utilization), C(new_connections_per_sec) and C(rejected_per_sec).
+    - With O(sentinels) each entry has the node's RV(clients) view and C(error) (a replica that cannot be read).
+  returned: when O(cluster=true) and a node answered the discovery, or with sentinels
   type: list
   elements: dict
   sample: [{node: "10.0.0.5:6379", role: master, slots: ["0-5460"], flags: [], reachable: true, saturated: false,
@@ -317,6 +329,11 @@ saturating_node:
   returned: when O(cluster=true) and a node answered the discovery
   type: dict
   sample: {node: "10.0.0.6:6379", role: replica, connected: 190, max: 200, utilization: 0.95}
+sentinel:
+  description: The Sentinel group as the Sentinels gave it (name, sentinels, master, replicas, replicas_down).
+  returned: with sentinels
+  type: dict
+  sample: {name: payments, master: "10.0.0.5:6379", replicas: ["10.0.0.6:6379"], replicas_down: []}
 churn:
   description: The sampling window the C(CLIENT LIST) reads span; null when unreachable.
   returned: always
@@ -429,19 +446,15 @@ verdict:
 from typing import Any, Dict
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_cluster
+from ansible_collections.fintech.redis_storm.plugins.module_utils import group_clients
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import (
-    DEFAULT_THRESHOLDS,
-    READ_ARG_SPEC,
-    collect,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import DEFAULT_THRESHOLDS, READ_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     HAS_REDIS,
     REDIS_ARG_SPEC,
     REDIS_IMPORT_ERROR,
-    redis_options,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import SENTINEL_ARG_SPEC
 
 
 def _levels(name: str) -> Dict[str, Any]:
@@ -452,6 +465,7 @@ def _levels(name: str) -> Dict[str, Any]:
 def main() -> None:
     argument_spec = dict(
         REDIS_ARG_SPEC,
+        **SENTINEL_ARG_SPEC,
         **READ_ARG_SPEC,
         fail_on_unreachable={"type": "bool", "default": False},
         thresholds={"type": "dict", "apply_defaults": True,
@@ -462,9 +476,9 @@ def main() -> None:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
     params = module.params
     try:
-        read = redis_cluster.collect if params["cluster"] else collect
-        result = read(redis_options(params), params["sample_seconds"], params["latency_samples"],
-                         params["top"], params["thresholds"], params["wave_wait_seconds"])
+        result = group_clients.collect(params, params["top"], sample_seconds=params["sample_seconds"],
+                                       latency_samples=params["latency_samples"], thresholds=params["thresholds"],
+                                       wave_wait_seconds=params["wave_wait_seconds"])
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     if (result.get("stale_cache") or {}).get("warning"):

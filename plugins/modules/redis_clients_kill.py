@@ -18,10 +18,14 @@ description:
   - With O(cluster=true) every node of the Redis Cluster is read and its matching clients killed, node by node, at
     most O(max_kill) over the whole cluster; each candidate names its node (RV(candidates[].node)). A node that
     cannot be reached fails the task, naming it, after the other nodes were handled (RV(nodes)).
+  - With O(sentinels), the filters are applied on the group's master and on each replica (clients that read from
+    replicas are offenders too); RV(nodes) has each node's result. O(cluster=true) and O(sentinels) together are
+    an error.
 version_added: 0.1.0
 author: fintech SRE (@fintech-sre)
 extends_documentation_fragment:
   - fintech.redis_storm.redis
+  - fintech.redis_storm.redis_sentinel
 attributes:
   check_mode:
     support: full
@@ -130,33 +134,40 @@ candidates:
       returned: always
       sample: 240
     node:
-      description: With O(cluster=true), the node the client is connected to.
+      description: With O(cluster=true) or O(sentinels), the node the client is connected to.
       type: str
-      returned: when O(cluster=true)
+      returned: when O(cluster=true) or with sentinels
       sample: "10.0.0.6:6379"
 nodes:
-  description: With O(cluster=true), each node's own result (C(node), C(role), C(killed), C(matched), ...).
-  returned: when O(cluster=true)
+  description:
+    - With O(cluster=true) or O(sentinels), each node's own result (C(node), C(killed), C(matched),
+      C(already_gone), C(changed), and C(role) on a cluster, C(candidates) in a Sentinel group).
+  returned: when O(cluster=true) or with sentinels
   type: list
   elements: dict
   sample: [{node: "10.0.0.6:6379", role: master, changed: true, killed: 12, already_gone: 0, matched: 12}]
+sentinel:
+  description: The Sentinel group as the Sentinels gave it.
+  returned: with sentinels
+  type: dict
+  sample: {name: payments, master: "10.0.0.5:6379", replicas: ["10.0.0.6:6379"], replicas_down: []}
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_cluster_rungs
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import kill_clients
+from ansible_collections.fintech.redis_storm.plugins.module_utils.group_clients import kill_on_every_node
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     HAS_REDIS,
     REDIS_ARG_SPEC,
     REDIS_IMPORT_ERROR,
-    redis_options,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import SENTINEL_ARG_SPEC
 
 
 def main() -> None:
     argument_spec = dict(
         REDIS_ARG_SPEC,
+        **SENTINEL_ARG_SPEC,
         ips={"type": "list", "elements": "str"},
         idle_seconds_min={"type": "int"},
         name_pattern={"type": "str"},
@@ -175,9 +186,8 @@ def main() -> None:
         module.fail_json(msg="redis_clients_kill is irreversible and off by default: set enabled: true to kill the "
                              "matching clients, or run in check mode to list them first")
     try:
-        kill = redis_cluster_rungs.clients_kill if params["cluster"] else kill_clients
-        result = kill(redis_options(params), params["ips"], params["idle_seconds_min"], params["name_pattern"],
-                      params["max_kill"], module.check_mode)
+        result = kill_on_every_node(params, params["ips"], params["idle_seconds_min"], params["name_pattern"],
+                                    params["max_kill"], module.check_mode)
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     module.exit_json(**result)

@@ -20,6 +20,15 @@ description:
   - A C(maxclients) above what the server's open-files limit allows fails with the highest value Redis can take.
   - When Redis is at maxclients our own connection is refused; the module then fails and says which
     Kubernetes-side rungs can free connections first.
+  - Pointed at a replica (without O(sentinels) or O(cluster=true)) it refuses to apply and names the master, so a
+    replica is never written by mistake.
+  - With O(sentinels), the master is found through the Sentinels and every node of the group (master and live
+    replicas) is changed, each with its own ledger entry, so a failover cannot bring the old value back. Each changed
+    node is persisted with C(CONFIG REWRITE) where the server allows it (RV(persisted), and the diff's header).
+    A failover since the incident's first change is reported (RV(failover)); restore puts back every node by its
+    own run_id. O(cluster=true) and O(sentinels) together are an error.
+  - Where CONFIG is renamed away (managed Redis such as ElastiCache or Memorystore) it fails with
+    RV(config_disabled) and names the provider's console or API to use instead.
 version_added: "0.1.0"
 author: fintech SRE (@fintech-sre)
 options:
@@ -150,6 +159,7 @@ options:
 extends_documentation_fragment:
   - fintech.redis_storm.lock
   - fintech.redis_storm.redis
+  - fintech.redis_storm.redis_sentinel
 attributes:
   check_mode:
     support: full
@@ -227,6 +237,36 @@ max_clients_allowed:
   returned: on that failure
   type: int
   sample: 992
+persisted:
+  description: With O(sentinels), per changed node, V(true) when CONFIG REWRITE saved it, else why not.
+  returned: with sentinels, when a node changed
+  type: dict
+  sample: {"10.0.0.5:6379": true, "10.0.0.6:6379": "not persisted: ERR The server is running without a config file"}
+sentinel:
+  description: The Sentinel group as the Sentinels gave it (name, sentinels, master, replicas, replicas_down).
+  returned: with sentinels
+  type: dict
+  sample: {name: payments, master: "10.0.0.5:6379", replicas: ["10.0.0.6:6379"], replicas_down: []}
+failover:
+  description: A failover in the group since the incident first changed it (the master's run_id differs).
+  returned: when one happened
+  type: dict
+  sample: {group: payments, master_was: "10.0.0.5:6379", master: "10.0.0.6:6379", msg: "failover in group ..."}
+config_disabled:
+  description: True when the server refuses CONFIG (renamed away, as managed Redis services do).
+  returned: on that failure
+  type: bool
+  sample: true
+replica:
+  description: True when the module refused to write to a replica; RV(master) names its master.
+  returned: on that failure
+  type: bool
+  sample: true
+master:
+  description: The master of the replica the module refused to write to.
+  returned: on that failure
+  type: str
+  sample: "10.0.0.5:6379"
 saturated:
   description: True when the failure is Redis refusing our connection at maxclients.
   returned: on that failure
@@ -234,9 +274,12 @@ saturated:
   sample: true
 """
 
+from typing import Optional, Union
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_cluster_rungs
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.group_config import GroupConfig
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, kubernetes_missing
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
@@ -246,30 +289,49 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_config i
     open_redis,
     renamed_kube_options,
 )
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import HAS_REDIS, REDIS_IMPORT_ERROR
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
+    HAS_REDIS,
+    REDIS_IMPORT_ERROR,
+    endpoint,
+    redis_options,
+)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import (
+    SENTINEL_ARG_SPEC,
+    discover,
+    given,
+    refuse_replica,
+)
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    module = AnsibleModule(argument_spec=dict(argument_spec(), **SENTINEL_ARG_SPEC), supports_check_mode=True)
     if not HAS_REDIS:
         module.fail_json(msg=missing_required_lib("redis"), exception=REDIS_IMPORT_ERROR)
     missing = kubernetes_missing()
     if missing:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=missing)
     params = module.params
-    client = None
+    config: Optional[Union[GroupConfig, RuntimeConfig]] = None
     try:
+        sentinel = given(params)  # cluster: true beside sentinels fails here, before the lock or Redis is touched
         kube = Kube(renamed_kube_options(params))
         ledger = Ledger(kube, params["incident_id"], params["ledger_namespace"])
         # CONFIG SET is no Kubernetes write: the lock is held before it, and again before each ledger write
         fence_writes(kube, params, module.check_mode)
-        if params["cluster"]:
+        kwargs = {"check_mode": module.check_mode, "force": params["force"], "rung": params["rung"],
+                  "allow_below_connected": params["allow_maxclients_below_connected"]}
+        if sentinel:
+            config = GroupConfig(discover(params), redis_options(params), ledger, **kwargs)
+        elif params["cluster"]:
             result = redis_cluster_rungs.runtime_config(params, ledger, module.check_mode)
+            where = "Redis Cluster at %s" % endpoint(redis_options(params))
         else:
             client, options = open_redis(params)
-            config = RuntimeConfig(client, options, ledger, check_mode=module.check_mode, force=params["force"],
-                                   rung=params["rung"],
-                                   allow_below_connected=params["allow_maxclients_below_connected"])
+            config = RuntimeConfig(client, options, ledger, **kwargs)
+            if params["state"] == "applied":
+                refuse_replica(client, options, "CONFIG SET")
+        if config is not None:
+            where = config.where
             if params["state"] == "restored":
                 result = config.restore()
             else:
@@ -277,12 +339,18 @@ def main() -> None:
     except StormError as exc:
         module.fail_json(msg=exc.message, **exc.details)
     finally:
-        if client is not None:
-            client.close()
+        if config is not None:
+            config.close()
+    if result.get("failover"):
+        module.warn(result["failover"]["msg"])
+    header = result.pop("header", None)
     if module._diff:
         result["diff"] = {"before": result["before"], "after": result["after"]}
+        if header:
+            result["diff"]["after_header"] = header
         if result.get("assumed"):
-            result["diff"]["after_header"] = "Redis at %s, assumed: %s" % (config.where, "; ".join(result["assumed"]))
+            result["diff"]["after_header"] = "%s, assumed: %s" % (
+                header or "Redis at %s" % where, "; ".join(result["assumed"]))
     module.exit_json(**result)
 
 

@@ -113,8 +113,25 @@ options:
           - Redis is a Redis Cluster and O(redis.host)/O(redis.port) name one node. Each Redis entry is restored on
             the node it was recorded on (the address in its target, matched by that node's run_id), with the same
             credentials; headroom before scale-ups is judged on O(redis.host)/O(redis.port).
+          - Not with O(redis.sentinels).
         type: bool
         default: false
+      sentinels:
+        description:
+          - The Sentinels of a Redis group, C(host:port) each. Every node of the group (master and replicas) is
+            connected, and each Redis entry is restored on the node whose run_id it recorded, whichever is the
+            master after a failover.
+        type: list
+        elements: str
+      sentinel_master:
+        description: The Sentinel group's name. Required with O(redis.sentinels).
+        type: str
+      sentinel_username:
+        description: ACL user on the Sentinels.
+        type: str
+      sentinel_password:
+        description: The Sentinels' own C(requirepass).
+        type: str
 extends_documentation_fragment:
   - fintech.redis_storm.lock
   - fintech.redis_storm.kube
@@ -199,6 +216,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC, Kube, run_kube_module
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import REDIS_ARG_SPEC
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_sentinel import SENTINEL_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import rollback
 
 
@@ -208,7 +226,7 @@ def main() -> None:
             incident_id={"type": "str", "required": True},
             ledger_namespace={"type": "str", "default": "redis-storm"},
             force={"type": "bool", "default": False},
-            redis={"type": "dict", "options": REDIS_ARG_SPEC},
+            redis={"type": "dict", "options": dict(REDIS_ARG_SPEC, **SENTINEL_ARG_SPEC)},
             headroom_percent={"type": "int", "default": 20},
             scale_up_step_percent={"type": "int", "default": 50},
             scale_up_settle_seconds={"type": "float", "default": 10.0},

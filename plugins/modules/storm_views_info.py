@@ -63,8 +63,24 @@ options:
         description:
           - Redis is a Redis Cluster and O(redis.host)/O(redis.port) name one of its nodes; every node is read
             and the sources are summed over them, as for M(fintech.redis_storm.redis_clients_info).
+          - Not with O(redis.sentinels).
         type: bool
         default: false
+      sentinels:
+        description:
+          - The group's Sentinels, C(host:port) each; the master is read from them (O(redis.host) is not used) and
+            its replicas' clients are counted too.
+        type: list
+        elements: str
+      sentinel_master:
+        description: The Sentinel group's name. Required with O(redis.sentinels).
+        type: str
+      sentinel_username:
+        description: ACL user on the Sentinels.
+        type: str
+      sentinel_password:
+        description: The Sentinels' own C(requirepass).
+        type: str
       sample_seconds:
         description: Seconds between the two INFO samples the connection rates come from. V(0) skips the rates.
         type: float

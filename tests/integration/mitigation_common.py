@@ -27,6 +27,14 @@ def get(kubeapi: Any, path: str) -> Optional[Dict[str, Any]]:
         raise
 
 
+def connected(kubeapi: Any, tasks: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """``tasks`` in a block under the cluster connection the incident playbooks give by module_defaults."""
+    kube = {"kubeconfig": str(kubeapi.kubeconfig)}
+    return {"name": "connected", "block": tasks,
+            "module_defaults": {"group/fintech.redis_storm.kubernetes": kube,
+                                "fintech.redis_storm.redis_runtime_config": kube}}
+
+
 def ledger_entries(kubeapi: Any, incident: str) -> List[Dict[str, Any]]:
     cm = get(kubeapi, "/api/v1/namespaces/%s/configmaps/redis-storm-ledger-%s" % (LEDGER_NAMESPACE, incident))
     data = (cm or {}).get("data") or {}
