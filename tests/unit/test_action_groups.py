@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 import yaml
 from ansible.module_utils import basic
+from ansible_collections.fintech.redis_storm.plugins.module_utils import errors
 
-REPO = Path(__file__).resolve().parents[2]
+# the collection's root, in the checkout and in ansible-test's copy of the built collection alike
+REPO = Path(errors.__file__).resolve().parents[2]
 GROUPS = yaml.safe_load((REPO / "meta" / "runtime.yml").read_text())["action_groups"]
 CONNECTION = {
     "kubernetes": {"kubeconfig", "context", "host", "api_key", "validate_certs", "ca_cert"},
