@@ -25,6 +25,7 @@ help:
 	@echo "make demo   set up, raise a storm in the sandbox, run the incident through stormctl, print the report"
 	@echo "make test   set up and run every check (lint, sanity, unit, integration, end to end)"
 	@echo "make chaos  seeded incidents with faults, each checked and rolled back (CHAOS_RUNS=N, CHAOS_SEED=S)"
+	@echo "make matrix  the compatibility tests on every supported ansible-core; writes the README table"
 	@echo "make bench  benchmarks (prints numbers)"
 
 setup: $(VENV)/.installed debs $(GET_PIP) kube
