@@ -194,12 +194,11 @@ def _scale(clients: int, password: str) -> Dict[str, Any]:
 
 def scales(password: str) -> Dict[str, Any]:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    wanted = list(SCALES)
-    if any(_fits(n) for n in SCALES):
-        wanted.append(hard - 1000)  # the most this machine can hold, so the trend is still measured
+    blocked = {clients: _fits(clients) for clients in SCALES}
+    if any(blocked.values()):
+        blocked[hard - 1000] = None  # the most this machine can hold, so the trend is still measured
     report: Dict[str, Any] = {}
-    for clients in wanted:
-        why_not = _fits(clients)
+    for clients, why_not in blocked.items():
         if why_not:
             report[str(clients)] = {"skipped": why_not}
             print("%6d clients: %s" % (clients, why_not), flush=True)
