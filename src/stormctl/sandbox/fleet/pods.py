@@ -351,6 +351,13 @@ class PodRuntime:
         else:
             self.log("ERROR", "Unable to connect to Redis: java.io.IOException: %s" % exc)
 
+    async def _retry_turn(self, deadline: float, failure: ConnectFailure) -> None:
+        """A retry also waits out the pool's backoff, one connect at a time: the pool retries, not each request."""
+        while self._backing_off(time.monotonic()):
+            if time.monotonic() >= deadline:
+                raise failure
+            await asyncio.sleep(random.uniform(0.02, 0.06))
+
     async def _connect(self, deadline: float) -> RedisConnection:
         """Open a connection with the workload's retry policy: at once (aggressive) or jittered backoff."""
         cfg = self.workload.config
@@ -375,6 +382,7 @@ class PodRuntime:
                 self.log("WARN", "Retrying Redis connection attempt %d of %d in %d ms" % (attempt + 1, attempts,
                                                                                           delay * 1000))
                 await asyncio.sleep(delay)
+                await self._retry_turn(deadline, exc)
                 continue
             finally:
                 self.connecting -= 1
