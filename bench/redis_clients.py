@@ -18,7 +18,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ if str(REPO / "collections") not in sys.path:
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_clients import collect  # noqa: E402
 
+from stormctl.sandbox.procs import free_port  # noqa: E402
 from stormctl.sandbox.stormgen import StormGen, raise_nofile_limit  # noqa: E402
 
 SOURCES = [("127.0.10.1", 4000), ("127.0.10.2", 3000), ("127.0.10.3", 2000), ("127.0.10.4", 1000)]
@@ -47,14 +47,8 @@ TARGET_FLOOR_FACTOR = 3.0
 TARGET_PEAK_MB = 100.0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_redis(directory: Path, password: str, maxclients: int = MAXCLIENTS) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     conf = directory / "redis.conf"
     conf.write_text("bind 127.0.0.1\nport %d\nrequirepass %s\nmaxclients %d\ndir %s\nsave \"\"\nappendonly no\n"
                     "logfile %s\n" % (port, password, maxclients, directory, directory / "redis.log"))

@@ -36,13 +36,6 @@ Client = Dict[str, str]
 
 SENTINEL_LINK = re.compile(r"^sentinel-[0-9a-f]{8}-(cmd|pubsub)$")
 
-# Integer fields of CLIENT LIST (Redis 6.2 to 8, valkey); any other field stays a string.
-INT_FIELDS = frozenset((
-    "id", "fd", "age", "idle", "db", "sub", "psub", "ssub", "multi", "watch", "qbuf", "qbuf-free",
-    "argv-mem", "multi-mem", "rbs", "rbp", "obl", "oll", "omem", "tot-mem", "redir", "resp",
-    "tot-net-in", "tot-net-out", "tot-cmds", "io-thread",
-))
-
 # What one read of Redis' clients takes besides the connection (redis_clients_info, storm_views_info).
 READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "sample_seconds": {"type": "float", "default": 1.0},

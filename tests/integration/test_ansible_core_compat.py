@@ -18,8 +18,9 @@ from typing import Any, Dict, Iterator, List
 import pytest
 import yaml
 
+from stormctl.sandbox.procs import free_port
 from tests.fixtures.kubeapi import deployment, namespace
-from tests.fixtures.redis import TlsCerts, free_port, make_tls_certs
+from tests.fixtures.redis import TlsCerts, make_tls_certs
 from tests.fixtures.services import require_binary, stop_process_group
 
 pytestmark = pytest.mark.integration

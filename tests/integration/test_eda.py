@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import yaml
 
+from stormctl.sandbox.procs import free_port
 from tests.fixtures.services import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,12 +37,6 @@ MITIGATE_JT = "redis-storm mitigate (alert)"
 # Exporter targets of the two Redis deployments, as Prometheus labels them.
 PAYMENTS = "redis-exporter.payments-redis:9121"
 TRADING = "redis-exporter.trading-redis:9121"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:

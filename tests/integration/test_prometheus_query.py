@@ -23,7 +23,8 @@ import pytest
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.fintech.redis_storm.plugins.modules import prometheus_query
 
-from tests.fixtures.redis import RedisServer, free_port, make_tls_certs, play_module, start_redis
+from stormctl.sandbox.procs import free_port
+from tests.fixtures.redis import RedisServer, make_tls_certs, play_module, start_redis
 from tests.fixtures.services import require_binary, stop_process_group
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from typing import Any, Dict, List
 
 import pytest
 
+from stormctl.sandbox.procs import free_port
 from stormctl.sandbox.stormgen import StormGen
-from tests.fixtures.redis import free_port
 from tests.helpers.modules import run_module, run_playbook
 from tests.integration.test_offenders import seed_cluster
 

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -34,12 +33,6 @@ READ_ALL = [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["get", "list", "w
 
 class EmulatorDied(RuntimeError):
     """The emulator process exited while still in use."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class KubeApi:
@@ -257,8 +250,6 @@ def running_kubeapi(state_dir: Path, seed: Optional[Path] = None, port: Optional
         yield holder
     finally:
         _stop(proc)
-
-
 
 
 # ---- object builders for seeding (plain dicts, as `kubectl get -o json` shows them) ------------------------------
