@@ -159,7 +159,8 @@ def describe(report: dict[str, Any]) -> str:
     if report.get("fleet"):
         lines.append("fleet       %s" % report["fleet"]["url"])
     health = ", ".join(
-        "%s %s" % (name, "ok" if s.get("healthy") else ("alive, unhealthy" if s.get("alive") else "DOWN"))
+        "%s%s %s" % (name, " " + s["version"] if s.get("version") else "",
+                     "ok" if s.get("healthy") else ("alive, unhealthy" if s.get("alive") else "DOWN"))
         for name, s in (report.get("services") or {}).items()
     )
     lines.append("services    %s" % (health or "none"))

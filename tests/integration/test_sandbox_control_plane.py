@@ -7,6 +7,8 @@ import ipaddress
 import json
 import os
 import subprocess
+import sys
+import urllib.request
 from typing import Any, Iterator
 
 import pytest
@@ -167,3 +169,27 @@ def test_reset_puts_the_baseline_back_beside_what_the_real_controllers_keep(plan
     assert deployment["spec"]["replicas"] == 2
     assert deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
     assert box.reset() == {"restored": [], "deleted": []}
+
+
+def test_status_shows_each_components_version_as_the_running_server_reports_it(plane_sandbox: Sandbox) -> None:
+    def status(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "stormctl", "sandbox", "status", *args], capture_output=True,
+                              text=True, timeout=60, env=plane_sandbox.env(), check=True).stdout
+
+    report = json.loads(status("--json"))
+    versions = {name: service.get("version") for name, service in report["services"].items()}
+    client = plane_sandbox.redis()
+    try:
+        assert versions["redis"] == client.info("server")["redis_version"]
+    finally:
+        client.close()
+    kube_version = json.loads(kubectl(plane_sandbox, "version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    assert versions["kube-apiserver"] == versions["kube-controller-manager"] == kube_version
+    assert versions["etcd"].startswith("v3.") and versions["metrics-server"].startswith("v0.")
+    with urllib.request.urlopen(plane_sandbox.prometheus_url + "/api/v1/status/buildinfo", timeout=10) as answer:
+        build_info = json.load(answer)["data"]["version"]
+    assert versions["prometheus"] == build_info
+    assert versions["exporter"] != "unknown" and versions["fleet"].startswith("stormctl ")
+
+    text = status()
+    assert "kube-apiserver %s ok" % kube_version in text and "redis %s ok" % versions["redis"] in text

@@ -6,9 +6,11 @@ import contextlib
 import ctypes
 import errno
 import os
+import re
 import resource
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -17,6 +19,8 @@ from stormctl.sandbox.state import MARKER_ENV
 
 PR_SET_PDEATHSIG = 1
 LOOPBACK = "127.0.0.1"
+# "Redis server v=7.0.15", "prometheus, version 2.42.0+ds", "Redis Metrics Exporter 1.45.0-2+b4"
+_VERSION = re.compile(r"(?:v=|version |Exporter )v?(\d+\.\d+[.\d]*[^\s,)]*)")
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -24,6 +28,16 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def binary_version(binary: str) -> str:
+    """The version `binary --version` reports, or "unknown"."""
+    try:
+        said = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    found = _VERSION.search(said.stdout + said.stderr)
+    return found.group(1) if found else "unknown"
 
 
 def _listener_inodes(port: int) -> set[str]:

@@ -21,10 +21,11 @@ from typing import Any, Callable
 
 import redis
 
+from stormctl import __version__
 from stormctl.sandbox import cluster, procs, prometheus_config
 from stormctl.sandbox.fleet.controller import NODE
 from stormctl.sandbox.fleet.world import manifests
-from stormctl.sandbox.kube import pki
+from stormctl.sandbox.kube import build, pki
 from stormctl.sandbox.kube.controlplane import ControlPlane, ControlPlaneError
 from stormctl.sandbox.kubeapi.kubeconfig import write_kubeconfig
 from stormctl.sandbox.scenario import load_world
@@ -82,6 +83,7 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     attempts: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    version: str = ""
 
 
 def utcnow() -> str:
@@ -133,6 +135,8 @@ class Supervisor:
         if service.attempts > 1 or not service.port:
             service.port = procs.free_port()
         argv, env = service.build(service.port)
+        if not service.version:
+            service.version = "stormctl " + __version__ if argv[0] == sys.executable else procs.binary_version(argv[0])
         log = open(self.dir / ("%s.log" % service.name), "ab")  # noqa: SIM115 - the child keeps it
         try:
             service.proc = subprocess.Popen(
@@ -385,7 +389,9 @@ class Supervisor:
         ports = {"etcd": self.plane.ports.etcd, "kube-apiserver": self.plane.ports.apiserver,
                  "kube-controller-manager": self.plane.ports.controller_manager,
                  "metrics-server": self.plane.ports.metrics_server}
-        return {c.name: {"pid": c.process.pid, "port": ports.get(c.name), "log": str(c.log), "control_plane": True}
+        pinned = build.versions()
+        return {c.name: {"pid": c.process.pid, "port": ports.get(c.name), "log": str(c.log), "control_plane": True,
+                         "version": pinned.get(c.name, "unknown")}
                 for c in self.plane.components}
 
     # -- the sandbox --------------------------------------------------------------------------
@@ -489,6 +495,7 @@ class Supervisor:
     def record_services(self) -> None:
         self.state["services"] = {
             name: {"pid": s.proc.pid if s.proc else None, "port": s.port, "log": str(self.dir / ("%s.log" % name)),
+                   "version": s.version,
                    **({"tls_port": s.extra["tls_port"]} if s.extra.get("tls_port") else {})}
             for name, s in self.services.items()
         }
