@@ -26,7 +26,7 @@ help:
 	@echo "make test   set up and run every check (lint, sanity, unit, integration, end to end)"
 	@echo "make chaos  seeded incidents with faults, each checked and rolled back (CHAOS_RUNS=N, CHAOS_SEED=S)"
 	@echo "make matrix  the compatibility tests on every supported ansible-core; writes the README table"
-	@echo "make bench  benchmarks (prints numbers)"
+	@echo "make bench  benchmarks (prints numbers), then $(BENCH_CHAOS_RUNS) chaos incidents"
 
 setup: $(VENV)/.installed debs $(GET_PIP) kube
 
@@ -116,8 +116,11 @@ matrix: setup
 chaos: setup
 	$(BIN)/pytest tests/e2e/test_chaos.py -s -p no:cacheprovider
 
+# The benchmarks, then the chaos run at its full count (BENCH_CHAOS_RUNS=0 leaves it out).
+BENCH_CHAOS_RUNS ?= 100
 bench: setup
 	$(BIN)/python -m bench
+	if [ "$(BENCH_CHAOS_RUNS)" -gt 0 ]; then CHAOS_RUNS=$(BENCH_CHAOS_RUNS) $(BIN)/pytest tests/e2e/test_chaos.py -s -p no:cacheprovider; fi
 
 # DEMO_ARGS passes extra stormctl options (the end-to-end test runs the demo with --json).
 demo: setup
