@@ -18,9 +18,9 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import 
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OPEN_STATES,
-    _entries,
-    target_key,
+    entries_in,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import target_key
 
 
 def pre_incident_value(kube: Kube, ledger_namespace: Optional[str], target: Dict[str, Any],
@@ -31,7 +31,7 @@ def pre_incident_value(kube: Kube, ledger_namespace: Optional[str], target: Dict
                          {"labelSelector": "%s=%s" % (MANAGED_BY_LABEL, MANAGED_BY)})
     oldest: Optional[Tuple[Tuple[str, int], Tuple[bool, Any]]] = None
     for ledger in ledgers:
-        for entry in _entries(ledger):
+        for entry in entries_in(ledger):
             if entry.get("state") not in OPEN_STATES or target_key(entry.get("target") or {}) != target_key(target):
                 continue
             for field in entry.get("fields") or []:

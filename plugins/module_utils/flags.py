@@ -10,9 +10,10 @@ from typing import Any, Dict
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils import json_fields
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import FieldPath
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Plan, named_workloads
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 
 def flag_text(value: Any) -> str:

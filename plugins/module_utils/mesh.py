@@ -14,9 +14,9 @@ import re
 from typing import Any, Dict, List
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Desired, Plan
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import OUTLIER, TCP_MAX
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 MODULE = "mesh_circuit_breaker"
 DEFAULT_API = "networking.istio.io/v1beta1"

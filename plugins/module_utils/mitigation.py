@@ -32,6 +32,19 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Union
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import (
+    ABSENT,
+    MERGE_PATCH,
+    FieldPath,
+    Overlay,
+    deep_merge,
+    field_label,
+    get_path,
+    merge_diff,
+    nest,
+    same,
+    set_path,
+)
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GUARD_ARG_SPEC, Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import (
     KUBE_ARG_SPEC,
@@ -41,25 +54,13 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client imp
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC, fence_writes
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
-    ABSENT,
     DEFAULT_LEDGER_NAMESPACE,
-    MERGE_PATCH,
-    FieldPath,
     Ledger,
-    ObjectRef,
-    Overlay,
-    bookkeeping_patch,
-    deep_merge,
-    field_label,
-    get_path,
     make_field,
-    merge_diff,
-    nest,
-    overlay_of,
-    same,
-    set_path,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.restore import overlay_of, restore_entry
 from ansible_collections.fintech.redis_storm.plugins.module_utils.retry import CONFLICT_ATTEMPTS, back_off
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef, bookkeeping_patch
 
 # Options of every mutating module (plus GUARD_ARG_SPEC and KUBE_ARG_SPEC); ``lock`` fences its writes.
 MITIGATION_ARG_SPEC: Dict[str, Dict[str, Any]] = {
@@ -330,8 +331,8 @@ class Mitigator:
         # check mode writes nothing, so older entries are judged against what the newer ones would put back
         overlay: Overlay = {}
         for entry in self.ledger.open_entries(plan.ref.to_target()):
-            done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode,
-                                       overlay=overlay if self.check_mode else None, guards=self.guards)
+            done = restore_entry(self.ledger, entry, force=self.force, dry_run=self.check_mode,
+                                 overlay=overlay if self.check_mode else None, guards=self.guards)
             if done["outcome"] in ("drifted", "failed", "refused"):
                 raise StormError(done["msg"], drift=done["drift"], entry_id=entry["id"])
             outcome.entry_ids.append(entry["id"])

@@ -4,7 +4,7 @@
 """What the mitigations write: one table read by the forward path and by every restore.
 
 ``Ledger.record`` refuses to record (so a mitigation refuses to write) anything outside it, and
-``Ledger.restore`` refuses to restore anything outside it: a ledger entry someone edited by hand
+``restore.restore_entry`` refuses to restore anything outside it: a ledger entry someone edited by hand
 to name another kind, namespace, field or Redis directive is never acted on.
 
 A row is a mitigation module, the API group, resource and kind of the objects it changes (any

@@ -14,7 +14,6 @@ import ipaddress
 from typing import Any, Callable, Dict, List
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Desired, Plan, named_workloads
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
     NGINX_OPTIONS,
@@ -23,6 +22,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
     TRAEFIK_ROUTER_MIDDLEWARES,
     middleware_reference,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 MODULE = "ingress_rate_limit"
 INGRESS_API = "networking.k8s.io/v1"

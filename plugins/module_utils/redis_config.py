@@ -25,7 +25,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KUBE_ARG_SPEC
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ladder import LADDER, RUNGS
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import LOCK_ARG_SPEC
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REDIS_DIRECTIVES
 from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn import (
     REDIS_ARG_SPEC,
@@ -34,12 +34,14 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_conn imp
     endpoint,
     redis_options,
 )
-from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_server import identity
+from ansible_collections.fintech.redis_storm.plugins.module_utils.redis_server import config_get, identity
+from ansible_collections.fintech.redis_storm.plugins.module_utils.restore import restore_entry
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capacity import (
     HEADROOM_PERCENT,
     lowers_maxclients,
     room,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import redis_target
 
 MODULE = "redis_runtime_config"
 SETTINGS = REDIS_DIRECTIVES
@@ -124,14 +126,6 @@ def normalize(name: str, value: Any) -> str:
 
 def wanted_settings(settings: Dict[str, Any]) -> Dict[str, str]:
     return {str(name): normalize(str(name), value) for name, value in settings.items()}
-
-
-def config_get(client: Any, name: str) -> Optional[str]:
-    reply = client.config_get(name)
-    value = reply.get(name) if isinstance(reply, dict) else None
-    if isinstance(value, bytes):
-        value = value.decode()
-    return None if value is None else str(value)
 
 
 def set_error(exc: BaseException, where: str, name: str, value: str) -> StormError:
@@ -294,7 +288,7 @@ class RuntimeConfig:
         redis = _Simulated(self.client) if self.check_mode else self.client
         for entry in self.ledger.open_entries(self.server_target()):
             self.guard_restore(entry)
-            done = self.ledger.restore(entry, force=self.force, dry_run=self.check_mode, redis=redis)
+            done = restore_entry(self.ledger, entry, force=self.force, dry_run=self.check_mode, redis=redis)
             if done["outcome"] in ("drifted", "failed", "refused"):
                 raise StormError(done["msg"], drift=done["drift"], entry_id=entry["id"])
             ids.append(entry["id"])

@@ -22,6 +22,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
+def config_get(client: Any, name: str) -> Optional[str]:
+    """A directive's value as CONFIG GET gives it (a string), or None when the server has no such directive."""
+    reply = client.config_get(name)
+    value = reply.get(name) if isinstance(reply, dict) else None
+    if isinstance(value, bytes):
+        value = value.decode()
+    return None if value is None else str(value)
+
+
 def identity(client: Any) -> Dict[str, str]:
     """``{run_id, replid}`` of the server ``client`` is connected to."""
     server = client.info("server")

@@ -19,17 +19,11 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils import owned, redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import Overlay, get_path, set_path
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
-    Ledger,
-    Overlay,
-    get_path,
-    overlay_of,
-    set_path,
-    target_key,
-    target_label,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
+from ansible_collections.fintech.redis_storm.plugins.module_utils.restore import overlay_of, restore_entry
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capacity import (
     Gates,
     RedisSide,
@@ -37,6 +31,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback_capac
     redis_sides,
     side_for,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import target_key, target_label
 
 SUMMARY_KEYS = ("restored", "drifted", "missing", "skipped", "failed", "unapplied", "blocked", "deferred", "refused")
 DONE = ("restored", "missing", "unapplied", "noop")
@@ -153,7 +148,7 @@ def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, nodes: Nod
         kept = gates.on(redis).maxclients_kept(entry)
         if kept:
             return dict(_outcome(entry, "deferred", ""), **gates.defer(entry, kept))
-        return ledger.restore(entry, redis=redis.client, **kwargs)
+        return restore_entry(ledger, entry, redis=redis.client, **kwargs)
     steps: List[int] = []
     if adds_clients(entry):
         if not redis.given:
@@ -170,7 +165,7 @@ def _restore_one(entry: Dict[str, Any], ledger: Ledger, gates: Gates, nodes: Nod
                     done["msg"] += " (scaled up to %s before stopping)" % ", ".join(map(str, steps))
                     done["changed"] = True
                 return done
-    done = ledger.restore(entry, **kwargs)
+    done = restore_entry(ledger, entry, **kwargs)
     if steps:
         done["msg"] += " (in steps: %s, Redis checked before each)" % ", ".join(map(str, steps))
     return done

@@ -21,14 +21,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_conn, redis_sentinel, redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import MERGE_PATCH, get_path
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, KubeApiError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
-    MERGE_PATCH,
-    Ledger,
-    ObjectRef,
-    get_path,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import REPLICAS
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 HEADROOM_PERCENT = 20
 

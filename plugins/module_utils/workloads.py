@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Optional
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.baseline import pre_incident_value
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import FieldPath, get_path
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import Guards
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube, path_for
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import FieldPath, ObjectRef, get_path
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Plan
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
     HPA_BEHAVIOR,
@@ -20,6 +20,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import (
     KEDA_PAUSED,
     REPLICAS,
 )
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 WORKLOAD_RESOURCES = {"Deployment": ("apps/v1", "deployments"), "StatefulSet": ("apps/v1", "statefulsets")}
 FULL_SYNC_WARNING = (

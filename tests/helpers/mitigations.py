@@ -26,11 +26,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
-    ENTRIES_KEY,
-    INCIDENT_KEY,
-    get_path,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import get_path
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ENTRIES_KEY, INCIDENT_KEY
 
 from tests.helpers.modules import ModuleResult, run_module
 

@@ -6,7 +6,8 @@ from typing import Any, Dict, Iterator
 
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import Kube
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field, redis_target
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, make_field
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import redis_target
 
 from tests.fixtures.kubeapi import running_kubeapi
 from tests.helpers.mitigations import Target, incident_for, kube_args, ledger_entries, no_writes_since, strip

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.baseline import pre_incident_value
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Mitigator
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.workloads import scale_plan
 
 from tests.helpers.fake_kube import FakeKube

@@ -9,8 +9,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import Lock
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, ObjectRef
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Mitigator, Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 from tests.helpers.fake_kube import FakeKube
 

@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils import culprit as c
 from ansible_collections.fintech.redis_storm.plugins.module_utils import verdict as v
+from ansible_collections.fintech.redis_storm.plugins.module_utils.thresholds import merge_thresholds
+from ansible_collections.fintech.redis_storm.plugins.module_utils.verdict_report import summary_lines
 
-LIMITS = v.merge_thresholds(None)
+LIMITS = merge_thresholds(None)
 SCALING = {"kind": "HorizontalPodAutoscaler", "name": "x", "current": 20, "desired": 30, "min": 3, "max": 48,
            "paused": False}
 
@@ -125,7 +127,7 @@ def test_the_apps_peak_gauges_never_rank_while_redis_answers() -> None:
     assert (top["name"], top["connections_from"]) == ("payments", "redis_churn")
     assert top["connections"] == 360 and top["app_connections_peak"] == 200.0
     assert result["offenders"][1]["app_connections_peak"] == 600.0
-    assert "apps' own pool gauge" not in " ".join(v.summary_lines(result))  # no now-gauge asked for: none shown
+    assert "apps' own pool gauge" not in " ".join(summary_lines(result))  # no now-gauge asked for: none shown
 
 
 def test_just_emptied_with_the_wave_still_rising_says_the_culprit_is_uncertain() -> None:

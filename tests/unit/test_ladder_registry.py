@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 import yaml
-from ansible_collections.fintech.redis_storm.plugins.module_utils import ladder, redis_config, verdict
+from ansible_collections.fintech.redis_storm.plugins.module_utils import ladder, redis_config, rung_policy
 
 from stormctl import progress
 from stormctl.commands import common
@@ -47,7 +47,7 @@ def test_what_reads_the_registry_sees_its_rungs_in_order() -> None:
     assert list(RUNGS) == NAMES
     assert list(common.RUNGS) == NAMES
     assert set(NAMES) == progress.RUNG_ROLES
-    assert list(verdict.LADDER) == NAMES == list(ladder.LADDER)
+    assert list(rung_policy.LADDER) == NAMES == list(ladder.LADDER)
     assert ladder_support.LADDER == NAMES
     assert redis_config.KUBE_SIDE_RUNGS.startswith(
         "ingress_rate_limit, client_retries, circuit_breaker and offender_scale_down act through")

@@ -14,9 +14,10 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.lease import (
     micro_time,
     parse_time,
 )
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger, ObjectRef
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Mitigator, Plan
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rung_records import Rungs, rung_decision
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ObjectRef
 
 from tests.helpers.fake_kube import FakeKube
 

@@ -9,24 +9,23 @@ from typing import Any, Dict
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils import redis_server
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.field_paths import ABSENT, get_path, merge_diff, nest
 from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import (
-    ABSENT,
-    ENTRIES_KEY,
-    INCIDENT_KEY,
     Ledger,
-    ObjectRef,
-    bookkeeping_patch,
     check_incident_id,
     configmap_name,
-    get_path,
     make_field,
-    merge_diff,
-    nest,
-    overlay_of,
-    redis_target,
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.owned import TRAEFIK_ROUTER_MIDDLEWARES
+from ansible_collections.fintech.redis_storm.plugins.module_utils.restore import overlay_of, restore_entry
 from ansible_collections.fintech.redis_storm.plugins.module_utils.rollback import depends_on, restore_order
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import (
+    ENTRIES_KEY,
+    INCIDENT_KEY,
+    ObjectRef,
+    bookkeeping_patch,
+    redis_target,
+)
 
 from tests.helpers.fake_kube import FakeKube, merge_patch
 
@@ -120,11 +119,11 @@ def test_restore_newest_first_brings_back_the_original_and_is_idempotent() -> No
     ledger = Ledger(kube, "inc-1")
     apply(kube, ledger, "10")
     apply(kube, ledger, "5")
-    outcomes = [ledger.restore(e) for e in ledger.open_entries()]
+    outcomes = [restore_entry(ledger, e) for e in ledger.open_entries()]
     assert [o["outcome"] for o in outcomes] == ["restored", "restored"]
     assert annotations(kube) == {"owner": "team"}  # the key we added is gone, and so is our bookkeeping
     assert ledger.open_entries() == []
-    again = ledger.restore(ledger.entries()[0])
+    again = restore_entry(ledger, ledger.entries()[0])
     assert again["outcome"] == "noop" and not again["changed"]
 
 
@@ -136,12 +135,12 @@ def test_drift_is_refused_naming_field_set_and_found_unless_forced() -> None:
     obj["metadata"]["annotations"][ANNOTATION[2]] = "50"  # a human edits it
     kube.put(INGRESS.path, obj)
     writes = len(kube.writes)
-    outcome = ledger.restore(entry)
+    outcome = restore_entry(ledger, entry)
     assert outcome["outcome"] == "drifted" and not outcome["changed"]
     assert "nginx.ingress.kubernetes.io/limit-rps" in outcome["msg"] and '"10"' in outcome["msg"]
     assert '"50"' in outcome["msg"] and "force" in outcome["msg"]
     assert len(kube.writes) == writes
-    forced = ledger.restore(entry, force=True)
+    forced = restore_entry(ledger, entry, force=True)
     assert forced["outcome"] == "restored"
     assert ANNOTATION[2] not in annotations(kube)
 
@@ -153,7 +152,7 @@ def test_a_field_already_back_at_its_original_is_not_drift() -> None:
     obj = kube.objects[INGRESS.path]
     del obj["metadata"]["annotations"][ANNOTATION[2]]
     kube.put(INGRESS.path, obj)
-    outcome = ledger.restore(entry)
+    outcome = restore_entry(ledger, entry)
     assert outcome["outcome"] == "restored" and not outcome["changed"]
     assert ENTRIES_KEY not in annotations(kube)
 
@@ -162,12 +161,12 @@ def test_pending_entry_is_judged_by_the_live_value() -> None:
     kube = seeded()
     ledger = Ledger(kube, "inc-1")
     never = ledger.record("ingress_rate_limit", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
-    outcome = ledger.restore(never)
+    outcome = restore_entry(ledger, never)
     assert outcome["outcome"] == "unapplied" and not outcome["changed"]
     assert ledger.entries()[0]["state"] == "failed"
     landed = ledger.record("ingress_rate_limit", INGRESS.to_target(), [make_field(ANNOTATION, False, None, "10")])
     kube.request("PATCH", INGRESS.path, body={"metadata": {"annotations": {ANNOTATION[2]: "10"}}})
-    outcome = ledger.restore(landed)
+    outcome = restore_entry(ledger, landed)
     assert outcome["outcome"] == "restored" and outcome["changed"]
     assert ANNOTATION[2] not in annotations(kube)
 
@@ -177,7 +176,7 @@ def test_dry_run_restore_writes_nothing() -> None:
     ledger = Ledger(kube, "inc-1")
     entry = apply(kube, ledger, "10")
     writes = list(kube.writes)
-    outcome = ledger.restore(entry, dry_run=True)
+    outcome = restore_entry(ledger, entry, dry_run=True)
     assert outcome["outcome"] == "restored" and outcome["changed"]
     assert kube.writes == writes and ledger.open_entries()
 
@@ -187,7 +186,7 @@ def test_missing_object_is_reported_and_closed() -> None:
     ledger = Ledger(kube, "inc-1")
     entry = apply(kube, ledger, "10")
     del kube.objects[INGRESS.path]
-    outcome = ledger.restore(entry)
+    outcome = restore_entry(ledger, entry)
     assert outcome["outcome"] == "missing" and "no longer exists" in outcome["msg"]
     assert ledger.entries()[0]["state"] == "missing"
 
@@ -202,9 +201,9 @@ def test_created_object_is_deleted_on_restore_and_drift_blocks_it() -> None:
                                                     "spec": {"rateLimit": {"average": 10}}})
     ledger.set_state(entry["id"], "applied")
     kube.objects[ref.path]["spec"]["rateLimit"]["average"] = 99
-    assert ledger.restore(ledger.entries()[0])["outcome"] == "drifted"
+    assert restore_entry(ledger, ledger.entries()[0])["outcome"] == "drifted"
     kube.objects[ref.path]["spec"]["rateLimit"]["average"] = 10
-    assert ledger.restore(ledger.entries()[0])["outcome"] == "restored"
+    assert restore_entry(ledger, ledger.entries()[0])["outcome"] == "restored"
     assert ref.path not in kube.objects
 
 
@@ -250,11 +249,11 @@ def test_redis_entries_restore_with_config_set_or_are_skipped() -> None:
                           [make_field(("timeout",), True, "0", "30")])
     ledger.set_state(entry["id"], "applied")
     entry = ledger.entries()[0]
-    assert ledger.restore(entry)["outcome"] == "skipped"
+    assert restore_entry(ledger, entry)["outcome"] == "skipped"
     server = FakeRedis({"timeout": "45"})
-    assert ledger.restore(entry, redis=server)["outcome"] == "drifted"
+    assert restore_entry(ledger, entry, redis=server)["outcome"] == "drifted"
     server.config["timeout"] = "30"
-    outcome = ledger.restore(entry, redis=server)
+    outcome = restore_entry(ledger, entry, redis=server)
     assert outcome["outcome"] == "restored" and server.config["timeout"] == "0"
 
 
@@ -263,7 +262,7 @@ def test_restore_retries_when_the_object_changes_between_read_and_write() -> Non
     ledger = Ledger(kube, "inc-1")
     entry = apply(kube, ledger, "10")
     kube.fail("PATCH", INGRESS.path, 409)
-    outcome = ledger.restore(entry)
+    outcome = restore_entry(ledger, entry)
     assert outcome["outcome"] == "restored" and ANNOTATION[2] not in annotations(kube)
 
 
@@ -281,10 +280,10 @@ def test_dry_run_judges_older_entries_against_what_the_newer_would_put_back() ->
     apply(kube, ledger, "5")
     newer, older = ledger.open_entries(INGRESS.to_target())
     writes = list(kube.writes)
-    first = ledger.restore(newer, dry_run=True)
+    first = restore_entry(ledger, newer, dry_run=True)
     assert first["outcome"] == "restored" and first["fields"][0]["restored"] == "10"
-    assert ledger.restore(older, dry_run=True)["outcome"] == "drifted"  # the live value is still "5"
-    second = ledger.restore(older, dry_run=True, overlay=overlay_of(first))
+    assert restore_entry(ledger, older, dry_run=True)["outcome"] == "drifted"  # the live value is still "5"
+    second = restore_entry(ledger, older, dry_run=True, overlay=overlay_of(first))
     assert second["outcome"] == "restored" and second["changed"] and second["drift"] == []
     assert second["fields"] == [{"path": list(ANNOTATION), "live": "10", "restored": None}]
     assert kube.writes == writes and len(ledger.open_entries()) == 2
@@ -296,7 +295,7 @@ def test_overlay_removes_a_field_the_newer_entry_would_remove() -> None:
     ledger = Ledger(kube, "inc-1")
     entry = apply(kube, ledger, "10")
     # a newer restore that would remove the annotation leaves nothing to put back: not drift, no change
-    outcome = ledger.restore(entry, dry_run=True, overlay={ANNOTATION: (False, None)})
+    outcome = restore_entry(ledger, entry, dry_run=True, overlay={ANNOTATION: (False, None)})
     assert outcome["outcome"] == "restored" and not outcome["changed"]
     assert annotations(kube)[ANNOTATION[2]] == "10"
 
@@ -310,8 +309,8 @@ def test_redis_dry_run_uses_the_overlay_too() -> None:
         ledger.set_state(entry["id"], "applied")
     server = FakeRedis({"timeout": "10"})
     newer, older = ledger.open_entries(target)
-    first = ledger.restore(newer, dry_run=True, redis=server)
-    second = ledger.restore(older, dry_run=True, redis=server, overlay=overlay_of(first))
+    first = restore_entry(ledger, newer, dry_run=True, redis=server)
+    second = restore_entry(ledger, older, dry_run=True, redis=server, overlay=overlay_of(first))
     assert second["outcome"] == "restored" and second["fields"] == [{"path": ["timeout"], "live": "30",
                                                                      "restored": "0"}]
     assert server.config["timeout"] == "10"
@@ -356,7 +355,7 @@ def test_restore_removes_the_annotations_map_the_write_created() -> None:
                           [make_field(list(ANNOTATION), False, None, "50", ingress)])
     kube.request("PATCH", INGRESS.path, body={"metadata": {"annotations": {ANNOTATION[-1]: "50"}}})
     ledger.set_state(entry["id"], "applied")
-    assert ledger.restore(ledger.open_entries()[0])["outcome"] == "restored"
+    assert restore_entry(ledger, ledger.open_entries()[0])["outcome"] == "restored"
     assert "annotations" not in kube.objects[INGRESS.path]["metadata"]
 
 

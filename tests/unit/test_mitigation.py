@@ -8,8 +8,9 @@ import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.guards import GuardRefusal
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import ENTRIES_KEY, Ledger, ObjectRef
+from ansible_collections.fintech.redis_storm.plugins.module_utils.ledger import Ledger
 from ansible_collections.fintech.redis_storm.plugins.module_utils.mitigation import Mitigator, Plan
+from ansible_collections.fintech.redis_storm.plugins.module_utils.targets import ENTRIES_KEY, ObjectRef
 from ansible_collections.fintech.redis_storm.plugins.module_utils.workloads import scale_plan
 
 from tests.helpers.fake_kube import FakeKube

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils import verdict as v
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
+from ansible_collections.fintech.redis_storm.plugins.module_utils.verdict_report import summary_lines
 
 # ------------------------------------------------------------------ builders of registered results
 
@@ -416,7 +417,7 @@ def test_bad_thresholds_are_refused(thresholds: dict[str, Any], message: str) ->
 
 def test_summary_lines_show_verdict_top_three_and_evidence() -> None:
     result = v.triage_verdict(MARKET_REDIS, MARKET_PROM, MARKET_KUBE, ingresses=INGRESSES)
-    lines = v.summary_lines(result)
+    lines = summary_lines(result)
     assert lines[0].startswith("Verdict: critical connection storm, top offender trading/trading-api (pool exhaustion, "
                                "82% of the connections held")
     assert any(line.startswith("Culprit (pool exhaustion, ranked by connections held from redis_held)")
