@@ -33,6 +33,7 @@ DEFAULT_LOG_SIGNATURES: Dict[str, str] = {
 # What one read of the offenders takes besides the connection (storm_offenders_info, storm_views_info).
 READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "namespaces": {"type": "list", "elements": "str", "default": []},
+    "all_namespaces": {"type": "bool", "default": False},
     "log_tail_lines": {"type": "int", "default": 200},
     "log_signatures": {"type": "dict"},
     "top": {"type": "int", "default": 5},
@@ -46,6 +47,14 @@ SIDECAR_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "istio-init"})
 KEDA_PAUSED = "autoscaling.keda.sh/paused"
 KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 LIVE_PODS_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
+# deploy/rbac.yml: triage's reads, bound per namespace; the cluster-wide binding is an opt-in left commented out.
+TRIAGE_ROLE = "redis-storm-triage"
+ALL_NAMESPACES_BINDING = "redis-storm-triage-all-namespaces"
+NO_NAMESPACES = (
+    "no namespaces to read pods in: set namespaces (the inventory's storm_namespaces, e.g. [payments, trading]) "
+    "to the namespaces whose pods are Redis' clients; deploy/rbac.yml grants triage's reads there only. To read "
+    "every namespace instead, apply the ClusterRoleBinding %s left commented out in deploy/rbac.yml and set "
+    "all_namespaces: true (the inventory's triage_all_namespaces)" % ALL_NAMESPACES_BINDING)
 
 WorkloadKey = Tuple[str, str, str]  # (namespace, kind, name)
 # Pods and their replica sets by (namespace, name); an HPA list, a ScaledObject list and pod CPU.
@@ -189,6 +198,7 @@ def attribute(
     include_idle: bool = False,
     young_pod_seconds: float = 300,
     now: Optional[float] = None,
+    watched: Optional[List[str]] = None,
 ) -> Tuple[Dict[WorkloadKey, Dict[str, Any]], List[Dict[str, Any]]]:
     """Sum the sources' connections, and those they opened in Redis' window, per owning workload.
 
@@ -196,6 +206,8 @@ def attribute(
     counts toward its workload's pods/restarts; workloads without connections are kept only
     when ``include_idle`` (Redis was unreadable, so the cluster's own signals must rank).
     Connections from pods started less than ``young_pod_seconds`` ago count as young (a burst).
+    ``watched`` names the namespaces the pods were listed in (None: every namespace), for the
+    reason an address is not attributed.
     """
     now = time.time() if now is None else now
     by_ip, shared = index_pods(pods)
@@ -233,8 +245,7 @@ def attribute(
         connections = int(source.get("connections") or 0)
         owner_pod = by_ip.get(ip)
         if owner_pod is None:
-            reason = ("address shared by %d hostNetwork pods" % shared[ip]) if ip in shared else (
-                "no live pod has this address (a node, an external client, or a pod outside the namespaces read)")
+            reason = ("address shared by %d hostNetwork pods" % shared[ip]) if ip in shared else outside_reason(watched)
             unattributed.append({"ip": ip, "connections": connections, "opened": source.get("opened"),
                                  "names": list(source.get("names") or []), "reason": reason})
             continue
@@ -260,6 +271,14 @@ def attribute(
         item["pod_ips"].sort(key=_ip_sort_key)
         item["pod_names"].sort()
     return workloads, unattributed
+
+
+def outside_reason(watched: Optional[List[str]]) -> str:
+    """Why an address no live pod read has is left unattributed: where it was looked for."""
+    if watched is None:
+        return "no live pod of any namespace has this address (a node, or a client outside the cluster)"
+    return ("outside the watched namespaces (%s): no live pod there has this address (a pod of another "
+            "namespace, a node, or a client outside the cluster)" % ", ".join(sorted(watched)))
 
 
 def _ip_sort_key(ip: str) -> Tuple[int, Any]:
@@ -364,6 +383,20 @@ def shape(item: Dict[str, Any], total: int) -> Dict[str, Any]:
 # Reading the cluster.
 
 
+def forbidden_in(namespace: Optional[str], exc: KubeApiError) -> KubeApiError:
+    """A triage read refused (403) in ``namespace`` (None: cluster-wide), with the binding that grants it."""
+    if exc.status != 403:
+        return exc
+    if namespace is None:
+        grant = ("apply the ClusterRoleBinding %s left commented out in deploy/rbac.yml, or set all_namespaces "
+                 "false to read only the namespaces given" % ALL_NAMESPACES_BINDING)
+    else:
+        grant = ("bind the ClusterRole %s in namespace %s with a RoleBinding (deploy/rbac.yml has one per namespace "
+                 "of storm_namespaces), or take %s out of storm_namespaces" % (TRIAGE_ROLE, namespace, namespace))
+    return KubeApiError("%s. To grant it: %s" % (exc.message.rstrip("."), grant), status=exc.status,
+                        reason=exc.reason, **exc.details)
+
+
 def finder_for(kube: Any, params: Dict[str, Any]) -> OffenderFinder:
     """An OffenderFinder from a module's READ_ARG_SPEC options."""
     signatures = params.get("log_signatures")
@@ -371,17 +404,20 @@ def finder_for(kube: Any, params: Dict[str, Any]) -> OffenderFinder:
         signatures = DEFAULT_LOG_SIGNATURES
     return OffenderFinder(kube, params["namespaces"], params["log_tail_lines"],
                           {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"],
-                          params.get("young_pod_seconds", 300))
+                          params.get("young_pod_seconds", 300), bool(params.get("all_namespaces")))
 
 
 class OffenderFinder:
     """One triage read of the cluster; collects what it could not read in ``degraded``."""
 
-    def __init__(self, kube: Any, namespaces: List[str], log_tail_lines: int,
-                 signatures: Dict[str, str], top: int, metrics: bool, young_pod_seconds: int = 300) -> None:
+    def __init__(self, kube: Any, namespaces: List[str], log_tail_lines: int, signatures: Dict[str, str],
+                 top: int, metrics: bool, young_pod_seconds: int = 300, all_namespaces: bool = False) -> None:
         if log_tail_lines < 0 or top < 0 or young_pod_seconds < 0:
             raise StormError("log_tail_lines, top and young_pod_seconds must be 0 or more (got %s, %s and %s)" % (
                 log_tail_lines, top, young_pod_seconds))
+        if not namespaces and not all_namespaces:
+            raise StormError(NO_NAMESPACES)
+        self.all_namespaces = all_namespaces
         self.young_pod_seconds = young_pod_seconds
         self.kube = kube
         self.namespaces = sorted(set(namespaces))
@@ -392,17 +428,21 @@ class OffenderFinder:
         self.degraded: List[str] = []
         self.metrics_absent = False
 
-    def _degrade(self, what: str, exc: KubeApiError) -> None:
-        self.degraded.append("%s: %s" % (what, exc.message))
+    def _degrade(self, what: str, exc: KubeApiError, namespace: Optional[str] = None) -> None:
+        self.degraded.append("%s: %s" % (what, forbidden_in(namespace, exc).message if namespace else exc.message))
 
     def list_pods(self) -> List[Dict[str, Any]]:
-        """Pods must be readable: without them there is no answer, so this raises."""
+        """Pods must be readable: without them there is no answer, so this raises.
+
+        One paginated list per watched namespace; one cluster-wide list only with ``all_namespaces``.
+        """
         query = {"fieldSelector": LIVE_PODS_SELECTOR}
-        if not self.namespaces:
-            return list_items(self.kube, path_for("v1", "pods"), query)
         pods: List[Dict[str, Any]] = []
-        for namespace in self.namespaces:
-            pods.extend(list_items(self.kube, path_for("v1", "pods", namespace), query))
+        for namespace in [None] if self.all_namespaces else self.namespaces:
+            try:
+                pods.extend(list_items(self.kube, path_for("v1", "pods", namespace), query))
+            except KubeApiError as exc:
+                raise forbidden_in(namespace, exc) from exc
         return pods
 
     def replicasets_of(self, pods: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Optional[Dict[str, Any]]]:
@@ -416,7 +456,7 @@ class OffenderFinder:
             try:
                 items = self.kube.get(path_for("apps/v1", "replicasets", namespace)).get("items") or []
             except KubeApiError as exc:
-                self._degrade("replicasets in %s (owners guessed from pod-template-hash)" % namespace, exc)
+                self._degrade("replicasets in %s (owners guessed from pod-template-hash)" % namespace, exc, namespace)
                 continue
             for replicaset in items:
                 key = (namespace, str((replicaset.get("metadata") or {}).get("name", "")))
@@ -424,20 +464,20 @@ class OffenderFinder:
                     found[key] = replicaset
         return found
 
-    def _list_optional(self, what: str, path: str, absent_ok: bool) -> List[Dict[str, Any]]:
+    def _list_optional(self, what: str, namespace: str, path: str, absent_ok: bool) -> List[Dict[str, Any]]:
         try:
             return list(self.kube.get(path).get("items") or [])
         except KubeApiError as exc:
             if exc.status == 404 and absent_ok:
                 return []  # the kind is not served here (no KEDA, no metrics-server)
-            self._degrade(what, exc)
+            self._degrade("%s in %s" % (what, namespace), exc, namespace)
             return []
 
     def autoscalers(self, namespace: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
         hpas = self._list_optional(
-            "HPAs in %s" % namespace, path_for("autoscaling/v2", "horizontalpodautoscalers", namespace), False)
+            "HPAs", namespace, path_for("autoscaling/v2", "horizontalpodautoscalers", namespace), False)
         scaled = self._list_optional(
-            "KEDA ScaledObjects in %s" % namespace, path_for("keda.sh/v1alpha1", "scaledobjects", namespace), True)
+            "KEDA ScaledObjects", namespace, path_for("keda.sh/v1alpha1", "scaledobjects", namespace), True)
         return hpas, scaled
 
     def cpu(self, namespace: str) -> Optional[Dict[str, float]]:
@@ -451,7 +491,7 @@ class OffenderFinder:
                 self.metrics_absent = True
                 self.degraded.append("pod CPU: the metrics.k8s.io API is not served here (no metrics-server)")
             else:
-                self._degrade("pod CPU in %s" % namespace, exc)
+                self._degrade("pod CPU in %s" % namespace, exc, namespace)
             return None
 
     def read_logs(self, item: Dict[str, Any], pods_by_name: Dict[Tuple[str, str], Dict[str, Any]]) -> None:
@@ -502,7 +542,8 @@ class OffenderFinder:
     def find(self, sources: List[Dict[str, Any]], cluster: Optional[Cluster] = None) -> Dict[str, Any]:
         pods, replicasets = cluster if cluster is not None else self.read_cluster()
         workloads, unattributed = attribute(sources, pods, replicasets, include_idle=not sources,
-                                            young_pod_seconds=self.young_pod_seconds)
+                                            young_pod_seconds=self.young_pod_seconds,
+                                            watched=None if self.all_namespaces else self.namespaces)
         namespaces = sorted({item["namespace"] for item in workloads.values()})
         # The reads per namespace and per workload are independent: side by side, an API server
         # a few milliseconds away costs the slowest read, not the sum.

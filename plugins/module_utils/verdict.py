@@ -315,6 +315,29 @@ def build_offenders(
     return (offenders[:top] if top > 0 else offenders), record
 
 
+def unattributed(kubernetes: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Redis' clients the cluster's join found no workload for (outside the namespaces read, a node, an
+    external client, a shared hostNetwork address): counted and shown, never ranked as a workload."""
+    items = [] if _failed(kubernetes, "kubernetes") else list((kubernetes or {}).get("unattributed_connections") or [])
+    addresses = [{"ip": str(i.get("ip")), "connections": int(i.get("connections") or 0),
+                  "names": list(i.get("names") or []), "reason": str(i.get("reason") or "")} for i in items]
+    return {"connections": sum(a["connections"] for a in addresses), "addresses": addresses}
+
+
+def _unattributed_lines(outside: Dict[str, Any], shown: int = 3) -> List[str]:
+    addresses = outside.get("addresses") or []
+    if not outside.get("connections"):
+        return []
+    lines = ["Not attributed to any workload: %d connections from %d address%s" % (
+        outside["connections"], len(addresses), "" if len(addresses) == 1 else "es")]
+    for address in addresses[:shown]:
+        names = ", client names %s" % ", ".join(address["names"]) if address["names"] else ""
+        lines.append("  %s: %d connections%s; %s" % (address["ip"], address["connections"], names, address["reason"]))
+    if len(addresses) > shown:
+        lines.append("  and %d more addresses" % (len(addresses) - shown))
+    return lines
+
+
 def _reshare(offenders: List[Dict[str, Any]]) -> None:
     total = sum(o["connections"] for o in offenders)
     for offender in offenders:
@@ -436,6 +459,7 @@ def triage_verdict(
         "bottleneck_confirmed": bottleneck,
         "evidence": evidence.items,
         "offenders": offenders,
+        "unattributed": unattributed(kubernetes),
         "culprit": named,
         "recommended_rungs": rungs,
         "degraded_sources": degraded,
@@ -470,6 +494,7 @@ def summary_lines(verdict: Dict[str, Any], offenders: int = 3, evidence: int = 8
         if offender.get("app_connections") is not None and offender.get("connections_from") != "prometheus":
             lines.append("     apps' own pool gauge: %s now, %s at peak" % (
                 _fmt(_number(offender["app_connections"]), 0), _fmt(_number(offender.get("app_connections_peak")), 0)))
+    lines += _unattributed_lines(verdict.get("unattributed") or {})
     shown = [i for i in verdict["evidence"] if i["breached"]][:evidence]
     lines.append("Evidence:" if shown else "Evidence: nothing above its threshold")
     for item in shown:

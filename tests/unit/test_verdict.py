@@ -428,6 +428,30 @@ def test_summary_lines_show_verdict_top_three_and_evidence() -> None:
     assert any(line.startswith("Recommended hpa_pause:") for line in lines)
 
 
+def test_connections_outside_the_watched_namespaces_are_shown_with_their_counts_and_never_ranked() -> None:
+    outside = ("outside the watched namespaces (payments, trading, wallet): no live pod there has this address "
+               "(a pod of another namespace, a node, or a client outside the cluster)")
+    cluster = dict(MARKET_KUBE, unattributed_connections=[
+        {"ip": "10.9.0.4", "connections": 70, "opened": None, "names": ["batch-export"], "reason": outside},
+        {"ip": "10.9.0.5", "connections": 5, "opened": None, "names": [], "reason": outside}])
+    result = v.triage_verdict(MARKET_REDIS, MARKET_PROM, cluster, ingresses=INGRESSES)
+    assert result["unattributed"] == {"connections": 75, "addresses": [
+        {"ip": "10.9.0.4", "connections": 70, "names": ["batch-export"], "reason": outside},
+        {"ip": "10.9.0.5", "connections": 5, "names": [], "reason": outside}]}
+    assert [o["name"] for o in result["offenders"]] == ["trading-api", "payments-api", "wallet-service"]
+    assert "batch-export" not in json.dumps(result["offenders"])
+    lines = v.summary_lines(result)
+    start = lines.index("Not attributed to any workload: 75 connections from 2 addresses")
+    assert lines[start + 1] == "  10.9.0.4: 70 connections, client names batch-export; " + outside
+    assert lines[start + 2] == "  10.9.0.5: 5 connections; " + outside
+    # every address attributed, or the cluster not read: nothing to say
+    assert v.triage_verdict(MARKET_REDIS, MARKET_PROM, MARKET_KUBE)["unattributed"] == {
+        "connections": 0, "addresses": []}
+    unread = v.triage_verdict(MARKET_REDIS, MARKET_PROM, failed("API down"))
+    assert unread["unattributed"]["addresses"] == [] and not any(
+        line.startswith("Not attributed") for line in v.summary_lines(unread))
+
+
 def test_run_verdict_writes_the_report_for_its_owner_only(tmp_path: Any) -> None:
     target = tmp_path / "triage.json"
     result = v.run_verdict({"redis": MARKET_REDIS, "prometheus": MARKET_PROM, "kubernetes": MARKET_KUBE,
