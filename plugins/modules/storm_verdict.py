@@ -174,7 +174,8 @@ storm_triage:
           C(evidence), the C(measure) that ranked the offenders and C(connections_from), how sure (C(share) of
           the leading measure, C(margin) over the second), the culprits named in order (C(workloads)), and
           C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had not settled within
-          the wait.
+          the wait, or when addresses no workload of the namespaces read has (RV(storm_triage.unattributed)) hold
+          or open more connections than the leading workload.
         - Null when Redis could not be read.
       type: dict
     recommended_rungs:

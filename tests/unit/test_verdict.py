@@ -452,6 +452,22 @@ def test_connections_outside_the_watched_namespaces_are_shown_with_their_counts_
         line.startswith("Not attributed") for line in v.summary_lines(unread))
 
 
+def test_no_culprit_is_named_when_addresses_outside_the_watched_namespaces_hold_more_than_the_leader() -> None:
+    cluster = dict(MARKET_KUBE, unattributed_connections=[
+        {"ip": "10.9.0.4", "connections": 900, "opened": None, "names": ["batch-export"],
+         "reason": "outside the watched namespaces (payments, trading, wallet): no live pod there has this address"}])
+    result = v.triage_verdict(MARKET_REDIS, MARKET_PROM, cluster, ingresses=INGRESSES)
+    named = result["culprit"]
+    assert named["certain"] is False and named["workloads"] == []
+    assert named["why"].startswith("addresses no workload of the namespaces read has account for more connections "
+                                   "held (900) than the leading workload trading/trading-api (820)")
+    assert "offender_scale_down" not in rungs(result) and "hpa_pause" not in rungs(result)
+    assert "culprit uncertain" in result["summary"]
+    # fewer outside than the leader holds: the leader stays the culprit
+    fewer = dict(MARKET_KUBE, unattributed_connections=[dict(cluster["unattributed_connections"][0], connections=800)])
+    assert v.triage_verdict(MARKET_REDIS, MARKET_PROM, fewer)["culprit"]["workloads"] == ["trading/trading-api"]
+
+
 def test_run_verdict_writes_the_report_for_its_owner_only(tmp_path: Any) -> None:
     target = tmp_path / "triage.json"
     result = v.run_verdict({"redis": MARKET_REDIS, "prometheus": MARKET_PROM, "kubernetes": MARKET_KUBE,
