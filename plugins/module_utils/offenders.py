@@ -442,7 +442,9 @@ class OffenderFinder:
             try:
                 pods.extend(list_items(self.kube, path_for("v1", "pods", namespace), query))
             except KubeApiError as exc:
-                raise forbidden_in(namespace, exc) from exc
+                if exc.status == 403:
+                    raise forbidden_in(namespace, exc) from exc
+                raise
         return pods
 
     def replicasets_of(self, pods: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Optional[Dict[str, Any]]]:
