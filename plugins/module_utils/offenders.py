@@ -4,35 +4,41 @@
 """Who holds the Redis connections: client addresses joined with pods, their owners and their health.
 
 ``find_offenders`` reads the cluster through ``Kube`` and hands the documents to pure functions
-(``index_pods``, ``attribute``, ``hpa_state``, ``count_signatures``, ``rank``) that the unit tests
+(``attribute``, ``rank``, and those of pod_facts.py and log_signatures.py) that the unit tests
 drive directly. Reading pods must work; everything else (replica sets, HPAs, KEDA, metrics, logs)
 only degrades the answer and says so in ``degraded``.
 """
 
 from __future__ import annotations
 
-import calendar
 import ipaddress
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Dict, Iterable, List, Optional, Pattern, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError, list_items, path_for
-
-DEFAULT_LOG_SIGNATURES: Dict[str, str] = {
-    "redis_timeout": r"RedisTimeoutException",
-    "connection_reset": r"Connection reset by peer",
-    "too_many_connections": r"Too many connections",
-    "max_clients_reached": r"max number of clients reached",
-    "retry": r"(?i)retry(ing)?",
-    "circuit_breaker_open": r"(?i)circuit.?breaker.*open",
-}
+from ansible_collections.fintech.redis_storm.plugins.module_utils.log_signatures import (
+    DEFAULT_LOG_SIGNATURES,
+    compile_signatures,
+    count_signatures,
+)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.pod_facts import (
+    controller_of,
+    hpa_state,
+    index_pods,
+    normalize_ip,
+    owner_of,
+    pod_age,
+    pod_cpu,
+    pod_health,
+    pod_key,
+)
 
 # What one read of the offenders takes besides the connection (storm_offenders_info, storm_views_info).
 READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
     "namespaces": {"type": "list", "elements": "str", "default": []},
+    "all_namespaces": {"type": "bool", "default": False},
     "log_tail_lines": {"type": "int", "default": 200},
     "log_signatures": {"type": "dict"},
     "top": {"type": "int", "default": 5},
@@ -43,9 +49,15 @@ READ_ARG_SPEC: Dict[str, Dict[str, Any]] = {
 LOG_PODS_PER_WORKLOAD = 3
 # Sidecars log the mesh's view, not the application's Redis errors.
 SIDECAR_CONTAINERS = frozenset({"istio-proxy", "linkerd-proxy", "istio-init"})
-KEDA_PAUSED = "autoscaling.keda.sh/paused"
-KEDA_PAUSED_REPLICAS = "autoscaling.keda.sh/paused-replicas"
 LIVE_PODS_SELECTOR = "status.phase!=Succeeded,status.phase!=Failed"
+# deploy/rbac.yml: triage's reads, bound per namespace; the cluster-wide binding is an opt-in left commented out.
+TRIAGE_ROLE = "redis-storm-triage"
+ALL_NAMESPACES_BINDING = "redis-storm-triage-all-namespaces"
+NO_NAMESPACES = (
+    "no namespaces to read pods in: set namespaces (the inventory's storm_namespaces, e.g. [payments, trading]) "
+    "to the namespaces whose pods are Redis' clients; deploy/rbac.yml grants triage's reads there only. To read "
+    "every namespace instead, apply the ClusterRoleBinding %s left commented out in deploy/rbac.yml and set "
+    "all_namespaces: true (the inventory's triage_all_namespaces)" % ALL_NAMESPACES_BINDING)
 
 WorkloadKey = Tuple[str, str, str]  # (namespace, kind, name)
 # Pods and their replica sets by (namespace, name); an HPA list, a ScaledObject list and pod CPU.
@@ -59,129 +71,6 @@ PARALLEL_READS = 8
 # Pure functions: documents in, facts out.
 
 
-def normalize_ip(address: str) -> str:
-    """'10.0.0.1', '[fd00::1]:6379'-free forms and IPv4-mapped IPv6 all compare as one address."""
-    text = str(address).strip().strip("[]")
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        return text
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ip)
-
-
-def compile_signatures(signatures: Dict[str, str]) -> Dict[str, Pattern[str]]:
-    compiled: Dict[str, Pattern[str]] = {}
-    for name, pattern in signatures.items():
-        try:
-            compiled[name] = re.compile(pattern)
-        except re.error as exc:
-            raise StormError(
-                "log_signatures.%s is not a valid regular expression (%s): %r" % (name, exc, pattern)) from exc
-    return compiled
-
-
-def count_signatures(text: str, signatures: Dict[str, Pattern[str]]) -> Dict[str, int]:
-    """How many log lines match each signature (a line counts once per signature)."""
-    counts = dict.fromkeys(signatures, 0)
-    for line in text.splitlines():
-        for name, pattern in signatures.items():
-            if pattern.search(line):
-                counts[name] += 1
-    return counts
-
-
-def pod_ips(pod: Dict[str, Any]) -> List[str]:
-    status = pod.get("status") or {}
-    ips = [entry.get("ip", "") for entry in status.get("podIPs") or []]
-    if status.get("podIP"):
-        ips.append(status["podIP"])
-    return sorted({normalize_ip(ip) for ip in ips if ip})
-
-
-def pod_health(pod: Dict[str, Any]) -> Dict[str, Any]:
-    """restarts (all containers), crashloop (waiting in CrashLoopBackOff), oomkilled (last exit)."""
-    statuses = list((pod.get("status") or {}).get("containerStatuses") or [])
-    restarts = sum(int(s.get("restartCount") or 0) for s in statuses)
-    crashloop = any(((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff" for s in statuses)
-    oomkilled = any(
-        ((s.get("lastState") or {}).get("terminated") or {}).get("reason") == "OOMKilled"
-        or ((s.get("state") or {}).get("terminated") or {}).get("reason") == "OOMKilled"
-        for s in statuses
-    )
-    return {"restarts": restarts, "crashloop": crashloop, "oomkilled": oomkilled}
-
-
-def controller_of(obj: Dict[str, Any]) -> Optional[Tuple[str, str]]:
-    """(kind, name) of the controlling ownerReference, or None."""
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
-    for ref in refs:
-        if ref.get("controller"):
-            return str(ref.get("kind")), str(ref.get("name"))
-    if refs:
-        return str(refs[0].get("kind")), str(refs[0].get("name"))
-    return None
-
-
-def owner_of(pod: Dict[str, Any], replicasets: Dict[Tuple[str, str], Optional[Dict[str, Any]]]) -> Tuple[str, str]:
-    """The workload a pod belongs to: ReplicaSet -> Deployment, StatefulSet, DaemonSet, Job, or the bare pod.
-
-    ``replicasets`` maps (namespace, name) to the ReplicaSet read from the API, or None when it
-    could not be read; then the Deployment name comes from the pod-template-hash suffix.
-    """
-    meta = pod.get("metadata") or {}
-    namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-    owner = controller_of(pod)
-    if owner is None:
-        return "Pod", name
-    kind, owner_name = owner
-    if kind != "ReplicaSet":
-        return kind, owner_name
-    replicaset = replicasets.get((namespace, owner_name))
-    if replicaset is not None:
-        parent = controller_of(replicaset)
-        return parent if parent is not None else ("ReplicaSet", owner_name)
-    template_hash = (meta.get("labels") or {}).get("pod-template-hash")
-    if template_hash and owner_name.endswith("-" + template_hash):
-        return "Deployment", owner_name[: -len(template_hash) - 1]
-    return "ReplicaSet", owner_name
-
-
-def index_pods(pods: Iterable[Dict[str, Any]]) -> Tuple[Dict[str, Dict[str, Any]], Dict[str, int]]:
-    """IP -> pod for live pods; IPs shared by several pods (hostNetwork) are set aside with their count."""
-    by_ip: Dict[str, Dict[str, Any]] = {}
-    shared: Dict[str, int] = {}
-    for pod in pods:
-        phase = (pod.get("status") or {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            continue  # their IPs may already belong to a new pod
-        for ip in pod_ips(pod):
-            if ip in shared:
-                shared[ip] += 1
-            elif ip in by_ip:
-                del by_ip[ip]
-                shared[ip] = 2
-            else:
-                by_ip[ip] = pod
-    return by_ip, shared
-
-
-def pod_age(pod: Dict[str, Any], now: float) -> Optional[float]:
-    """Seconds since the pod started (status.startTime, else its creation), None when neither is readable."""
-    stamp = (pod.get("status") or {}).get("startTime") or (pod.get("metadata") or {}).get("creationTimestamp")
-    try:
-        started = calendar.timegm(time.strptime(str(stamp)[:19], "%Y-%m-%dT%H:%M:%S"))
-    except ValueError:
-        return None
-    return max(now - started, 0.0)
-
-
-def _pod_key(pod: Dict[str, Any]) -> Tuple[str, str]:
-    meta = pod.get("metadata") or {}
-    return str(meta.get("namespace", "")), str(meta.get("name", ""))
-
-
 def attribute(
     sources: List[Dict[str, Any]],
     pods: List[Dict[str, Any]],
@@ -189,6 +78,7 @@ def attribute(
     include_idle: bool = False,
     young_pod_seconds: float = 300,
     now: Optional[float] = None,
+    watched: Optional[List[str]] = None,
 ) -> Tuple[Dict[WorkloadKey, Dict[str, Any]], List[Dict[str, Any]]]:
     """Sum the sources' connections, and those they opened in Redis' window, per owning workload.
 
@@ -196,13 +86,15 @@ def attribute(
     counts toward its workload's pods/restarts; workloads without connections are kept only
     when ``include_idle`` (Redis was unreadable, so the cluster's own signals must rank).
     Connections from pods started less than ``young_pod_seconds`` ago count as young (a burst).
+    ``watched`` names the namespaces the pods were listed in (None: every namespace), for the
+    reason an address is not attributed.
     """
     now = time.time() if now is None else now
     by_ip, shared = index_pods(pods)
     workloads: Dict[WorkloadKey, Dict[str, Any]] = {}
 
     def entry(pod: Dict[str, Any]) -> Dict[str, Any]:
-        namespace, _name = _pod_key(pod)
+        namespace, _name = pod_key(pod)
         kind, name = owner_of(pod, replicasets)
         key = (namespace, kind, name)
         if key not in workloads:
@@ -219,7 +111,7 @@ def attribute(
             continue
         item = entry(pod)
         health = pod_health(pod)
-        item["pod_names"].append(_pod_key(pod)[1])
+        item["pod_names"].append(pod_key(pod)[1])
         age = pod_age(pod, now)
         if age is not None and age < young_pod_seconds:
             item["young_pods"] += 1
@@ -233,13 +125,12 @@ def attribute(
         connections = int(source.get("connections") or 0)
         owner_pod = by_ip.get(ip)
         if owner_pod is None:
-            reason = ("address shared by %d hostNetwork pods" % shared[ip]) if ip in shared else (
-                "no live pod has this address (a node, an external client, or a pod outside the namespaces read)")
+            reason = ("address shared by %d hostNetwork pods" % shared[ip]) if ip in shared else outside_reason(watched)
             unattributed.append({"ip": ip, "connections": connections, "opened": source.get("opened"),
                                  "names": list(source.get("names") or []), "reason": reason})
             continue
         item = entry(owner_pod)
-        pod_name = _pod_key(owner_pod)[1]
+        pod_name = pod_key(owner_pod)[1]
         item["connections"] += connections
         for key in ("opened", "opened_per_sec"):
             if source.get(key) is not None:
@@ -262,71 +153,20 @@ def attribute(
     return workloads, unattributed
 
 
+def outside_reason(watched: Optional[List[str]]) -> str:
+    """Why an address no live pod read has is left unattributed: where it was looked for."""
+    if watched is None:
+        return "no live pod of any namespace has this address (a node, or a client outside the cluster)"
+    return ("outside the watched namespaces (%s): no live pod there has this address (a pod of another "
+            "namespace, a node, or a client outside the cluster)" % ", ".join(sorted(watched)))
+
+
 def _ip_sort_key(ip: str) -> Tuple[int, Any]:
     try:
         parsed = ipaddress.ip_address(ip)
         return parsed.version, int(parsed)
     except ValueError:
         return 9, ip
-
-
-def parse_cpu(quantity: Any) -> float:
-    """A Kubernetes CPU quantity ('250m', '1', '1.5', '123456n', '12u') in millicores."""
-    text = str(quantity).strip()
-    units = {"n": 1e-6, "u": 1e-3, "m": 1.0}
-    try:
-        if text and text[-1] in units:
-            return float(text[:-1]) * units[text[-1]]
-        return float(text) * 1000.0
-    except ValueError:
-        return 0.0
-
-
-def pod_cpu(metrics_items: Iterable[Dict[str, Any]]) -> Dict[str, float]:
-    """pod name -> millicores summed over its containers, from a PodMetricsList."""
-    usage: Dict[str, float] = {}
-    for item in metrics_items:
-        name = str((item.get("metadata") or {}).get("name", ""))
-        usage[name] = sum(parse_cpu((c.get("usage") or {}).get("cpu", "0")) for c in item.get("containers") or [])
-    return usage
-
-
-def _targets(ref: Dict[str, Any], kind: str, name: str, default_kind: str = "") -> bool:
-    return bool(ref.get("name") == name and (ref.get("kind") or default_kind) == kind)
-
-
-def hpa_state(
-    kind: str, name: str, hpas: List[Dict[str, Any]], scaled_objects: List[Dict[str, Any]]
-) -> Optional[Dict[str, Any]]:
-    """The autoscaler of one workload: a KEDA ScaledObject wins over the HPA KEDA generates for it."""
-    for scaled in scaled_objects:
-        spec = scaled.get("spec") or {}
-        if not _targets(spec.get("scaleTargetRef") or {}, kind, name, default_kind="Deployment"):
-            continue
-        so_name = str((scaled.get("metadata") or {}).get("name", ""))
-        annotations = (scaled.get("metadata") or {}).get("annotations") or {}
-        generated = next((h for h in hpas if (h.get("metadata") or {}).get("name") == "keda-hpa-" + so_name), None)
-        status = (generated or {}).get("status") or {}
-        paused = str(annotations.get(KEDA_PAUSED, "")).lower() == "true" or KEDA_PAUSED_REPLICAS in annotations
-        return {
-            "kind": "ScaledObject", "name": so_name,
-            "current": status.get("currentReplicas"), "desired": status.get("desiredReplicas"),
-            "min": spec.get("minReplicaCount", 0), "max": spec.get("maxReplicaCount", 100),
-            "paused": paused,
-        }
-    for hpa in hpas:
-        spec = hpa.get("spec") or {}
-        if not _targets(spec.get("scaleTargetRef") or {}, kind, name):
-            continue
-        status = hpa.get("status") or {}
-        scale_up = (spec.get("behavior") or {}).get("scaleUp") or {}
-        return {
-            "kind": "HorizontalPodAutoscaler", "name": str((hpa.get("metadata") or {}).get("name", "")),
-            "current": status.get("currentReplicas"), "desired": status.get("desiredReplicas"),
-            "min": spec.get("minReplicas", 1), "max": spec.get("maxReplicas"),
-            "paused": scale_up.get("selectPolicy") == "Disabled",
-        }
-    return None
 
 
 def _evidence(item: Dict[str, Any]) -> Tuple[Any, ...]:
@@ -364,6 +204,20 @@ def shape(item: Dict[str, Any], total: int) -> Dict[str, Any]:
 # Reading the cluster.
 
 
+def forbidden_in(namespace: Optional[str], exc: KubeApiError) -> KubeApiError:
+    """A triage read refused (403) in ``namespace`` (None: cluster-wide), with the binding that grants it."""
+    if exc.status != 403:
+        return exc
+    if namespace is None:
+        grant = ("apply the ClusterRoleBinding %s left commented out in deploy/rbac.yml, or set all_namespaces "
+                 "false to read only the namespaces given" % ALL_NAMESPACES_BINDING)
+    else:
+        grant = ("bind the ClusterRole %s in namespace %s with a RoleBinding (deploy/rbac.yml has one per namespace "
+                 "of storm_namespaces), or take %s out of storm_namespaces" % (TRIAGE_ROLE, namespace, namespace))
+    return KubeApiError("%s. To grant it: %s" % (exc.message.rstrip("."), grant), status=exc.status,
+                        reason=exc.reason, **exc.details)
+
+
 def finder_for(kube: Any, params: Dict[str, Any]) -> OffenderFinder:
     """An OffenderFinder from a module's READ_ARG_SPEC options."""
     signatures = params.get("log_signatures")
@@ -371,17 +225,20 @@ def finder_for(kube: Any, params: Dict[str, Any]) -> OffenderFinder:
         signatures = DEFAULT_LOG_SIGNATURES
     return OffenderFinder(kube, params["namespaces"], params["log_tail_lines"],
                           {str(k): str(v) for k, v in signatures.items()}, params["top"], params["metrics"],
-                          params.get("young_pod_seconds", 300))
+                          params.get("young_pod_seconds", 300), bool(params.get("all_namespaces")))
 
 
 class OffenderFinder:
     """One triage read of the cluster; collects what it could not read in ``degraded``."""
 
-    def __init__(self, kube: Any, namespaces: List[str], log_tail_lines: int,
-                 signatures: Dict[str, str], top: int, metrics: bool, young_pod_seconds: int = 300) -> None:
+    def __init__(self, kube: Any, namespaces: List[str], log_tail_lines: int, signatures: Dict[str, str],
+                 top: int, metrics: bool, young_pod_seconds: int = 300, all_namespaces: bool = False) -> None:
         if log_tail_lines < 0 or top < 0 or young_pod_seconds < 0:
             raise StormError("log_tail_lines, top and young_pod_seconds must be 0 or more (got %s, %s and %s)" % (
                 log_tail_lines, top, young_pod_seconds))
+        if not namespaces and not all_namespaces:
+            raise StormError(NO_NAMESPACES)
+        self.all_namespaces = all_namespaces
         self.young_pod_seconds = young_pod_seconds
         self.kube = kube
         self.namespaces = sorted(set(namespaces))
@@ -392,17 +249,23 @@ class OffenderFinder:
         self.degraded: List[str] = []
         self.metrics_absent = False
 
-    def _degrade(self, what: str, exc: KubeApiError) -> None:
-        self.degraded.append("%s: %s" % (what, exc.message))
+    def _degrade(self, what: str, exc: KubeApiError, namespace: Optional[str] = None) -> None:
+        self.degraded.append("%s: %s" % (what, forbidden_in(namespace, exc).message if namespace else exc.message))
 
     def list_pods(self) -> List[Dict[str, Any]]:
-        """Pods must be readable: without them there is no answer, so this raises."""
+        """Pods must be readable: without them there is no answer, so this raises.
+
+        One paginated list per watched namespace; one cluster-wide list only with ``all_namespaces``.
+        """
         query = {"fieldSelector": LIVE_PODS_SELECTOR}
-        if not self.namespaces:
-            return list_items(self.kube, path_for("v1", "pods"), query)
         pods: List[Dict[str, Any]] = []
-        for namespace in self.namespaces:
-            pods.extend(list_items(self.kube, path_for("v1", "pods", namespace), query))
+        for namespace in [None] if self.all_namespaces else self.namespaces:
+            try:
+                pods.extend(list_items(self.kube, path_for("v1", "pods", namespace), query))
+            except KubeApiError as exc:
+                if exc.status == 403:
+                    raise forbidden_in(namespace, exc) from exc
+                raise
         return pods
 
     def replicasets_of(self, pods: List[Dict[str, Any]]) -> Dict[Tuple[str, str], Optional[Dict[str, Any]]]:
@@ -410,13 +273,13 @@ class OffenderFinder:
         for pod in pods:
             owner = controller_of(pod)
             if owner and owner[0] == "ReplicaSet":
-                wanted.add((_pod_key(pod)[0], owner[1]))
+                wanted.add((pod_key(pod)[0], owner[1]))
         found: Dict[Tuple[str, str], Optional[Dict[str, Any]]] = {}
         for namespace in sorted({ns for ns, _replicaset in wanted}):
             try:
                 items = self.kube.get(path_for("apps/v1", "replicasets", namespace)).get("items") or []
             except KubeApiError as exc:
-                self._degrade("replicasets in %s (owners guessed from pod-template-hash)" % namespace, exc)
+                self._degrade("replicasets in %s (owners guessed from pod-template-hash)" % namespace, exc, namespace)
                 continue
             for replicaset in items:
                 key = (namespace, str((replicaset.get("metadata") or {}).get("name", "")))
@@ -424,20 +287,20 @@ class OffenderFinder:
                     found[key] = replicaset
         return found
 
-    def _list_optional(self, what: str, path: str, absent_ok: bool) -> List[Dict[str, Any]]:
+    def _list_optional(self, what: str, namespace: str, path: str, absent_ok: bool) -> List[Dict[str, Any]]:
         try:
             return list(self.kube.get(path).get("items") or [])
         except KubeApiError as exc:
             if exc.status == 404 and absent_ok:
                 return []  # the kind is not served here (no KEDA, no metrics-server)
-            self._degrade(what, exc)
+            self._degrade("%s in %s" % (what, namespace), exc, namespace)
             return []
 
     def autoscalers(self, namespace: str) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
         hpas = self._list_optional(
-            "HPAs in %s" % namespace, path_for("autoscaling/v2", "horizontalpodautoscalers", namespace), False)
+            "HPAs", namespace, path_for("autoscaling/v2", "horizontalpodautoscalers", namespace), False)
         scaled = self._list_optional(
-            "KEDA ScaledObjects in %s" % namespace, path_for("keda.sh/v1alpha1", "scaledobjects", namespace), True)
+            "KEDA ScaledObjects", namespace, path_for("keda.sh/v1alpha1", "scaledobjects", namespace), True)
         return hpas, scaled
 
     def cpu(self, namespace: str) -> Optional[Dict[str, float]]:
@@ -451,7 +314,7 @@ class OffenderFinder:
                 self.metrics_absent = True
                 self.degraded.append("pod CPU: the metrics.k8s.io API is not served here (no metrics-server)")
             else:
-                self._degrade("pod CPU in %s" % namespace, exc)
+                self._degrade("pod CPU in %s" % namespace, exc, namespace)
             return None
 
     def read_logs(self, item: Dict[str, Any], pods_by_name: Dict[Tuple[str, str], Dict[str, Any]]) -> None:
@@ -502,7 +365,8 @@ class OffenderFinder:
     def find(self, sources: List[Dict[str, Any]], cluster: Optional[Cluster] = None) -> Dict[str, Any]:
         pods, replicasets = cluster if cluster is not None else self.read_cluster()
         workloads, unattributed = attribute(sources, pods, replicasets, include_idle=not sources,
-                                            young_pod_seconds=self.young_pod_seconds)
+                                            young_pod_seconds=self.young_pod_seconds,
+                                            watched=None if self.all_namespaces else self.namespaces)
         namespaces = sorted({item["namespace"] for item in workloads.values()})
         # The reads per namespace and per workload are independent: side by side, an API server
         # a few milliseconds away costs the slowest read, not the sum.
@@ -515,7 +379,7 @@ class OffenderFinder:
                     item["cpu_millicores"] = sum(usage.get(pod, 0.0) for pod in item["pod_names"])
             ranked = rank(workloads.values())
             if self.log_tail_lines > 0 and self.signatures:
-                pods_by_name = {_pod_key(pod): pod for pod in pods}
+                pods_by_name = {pod_key(pod): pod for pod in pods}
                 # the workloads that open the most connections are read too: a churning pool holds few
                 churning = sorted(ranked, key=lambda w: -(w.get("opened") or 0))[: self.top]
                 read = ranked[: self.top] + [w for w in churning if w.get("opened") and w not in ranked[: self.top]]

@@ -33,6 +33,7 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.verdict_offend
     build_offenders,
     culprit_evidence,
     offender_evidence,
+    unattributed,
 )
 from ansible_collections.fintech.redis_storm.plugins.module_utils.verdict_report import (
     summary_lines,
@@ -133,6 +134,7 @@ def triage_verdict(
         "bottleneck_confirmed": bottleneck,
         "evidence": evidence.items,
         "offenders": offenders,
+        "unattributed": unattributed(kubernetes),
         "culprit": named,
         "recommended_rungs": rungs,
         "degraded_sources": degraded,

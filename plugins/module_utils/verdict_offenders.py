@@ -120,6 +120,7 @@ def build_offenders(
         # the join found no workload behind Redis' clients: the record says the culprit is uncertain, and why
         offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
                                           number(((redis or {}).get("clients") or {}).get("utilization")))
+        _doubt_when_outside_leads(record, offenders, kubernetes)
     if not offenders:
         offenders = sorted(_offenders_without_cluster(redis, prom), key=lambda o: (-o["connections"], str(o["name"])))
     for offender in offenders:
@@ -129,6 +130,39 @@ def build_offenders(
         offender["request_growth"] = rounded(prom.for_workload("app_request_growth", namespace, name))
         offender["error_ratio"] = rounded(prom.for_workload("app_error_ratio", namespace, name))
     return (offenders[:top] if top > 0 else offenders), record
+
+
+def unattributed(kubernetes: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Redis' clients the cluster's join found no workload for (outside the namespaces read, a node, an
+    external client, a shared hostNetwork address): counted and shown, never ranked as a workload."""
+    items = [] if failure(kubernetes, "kubernetes") else list((kubernetes or {}).get("unattributed_connections") or [])
+    addresses = [{"ip": str(i.get("ip")), "connections": int(i.get("connections") or 0),
+                  "names": list(i.get("names") or []), "reason": str(i.get("reason") or "")} for i in items]
+    return {"connections": sum(a["connections"] for a in addresses), "addresses": addresses}
+
+
+# A shape's first measure as unattributed addresses carry it too (no pod age outside): field, what it counts.
+OUTSIDE_MEASURES = {"held": ("connections", "connections held"), "churn": ("opened", "connections opened")}
+
+
+def _doubt_when_outside_leads(record: Dict[str, Any], offenders: List[Dict[str, Any]],
+                              kubernetes: Optional[Dict[str, Any]]) -> None:
+    """No culprit among the watched workloads when addresses no workload has storm more than the leader:
+    the storm may come from outside the namespaces read, and a rung would act on an innocent workload."""
+    measure = OUTSIDE_MEASURES.get(culprit.SHAPE_MEASURES[record["shape"]][0])
+    if not record["certain"] or not offenders or measure is None:
+        return
+    field, counted = measure
+    items = [] if failure(kubernetes, "kubernetes") else list((kubernetes or {}).get("unattributed_connections") or [])
+    outside = sum(int(number(i.get(field)) or 0) for i in items)
+    leader = int(number(offenders[0].get(field)) or 0)
+    if outside <= leader:
+        return
+    record.update(certain=False, workloads=[], why=(
+        "addresses no workload of the namespaces read has account for more %s (%d) than the leading workload %s "
+        "(%d): the storm may come from outside the watched namespaces (see the addresses not attributed to any "
+        "workload); add their namespace to storm_namespaces, with a RoleBinding of redis-storm-triage there"
+        % (counted, outside, who(offenders[0]), leader)))
 
 
 def _reshare(offenders: List[Dict[str, Any]]) -> None:

@@ -65,6 +65,7 @@ def summary_lines(verdict: Dict[str, Any], offenders: int = 3, evidence: int = 8
         if offender.get("app_connections") is not None and offender.get("connections_from") != "prometheus":
             lines.append("     apps' own pool gauge: %s now, %s at peak" % (
                 fmt(number(offender["app_connections"]), 0), fmt(number(offender.get("app_connections_peak")), 0)))
+    lines += _unattributed_lines(verdict.get("unattributed") or {})
     shown = [i for i in verdict["evidence"] if i["breached"]][:evidence]
     lines.append("Evidence:" if shown else "Evidence: nothing above its threshold")
     for item in shown:
@@ -96,3 +97,17 @@ def write_report(path: str, verdict: Dict[str, Any]) -> None:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _unattributed_lines(outside: Dict[str, Any], shown: int = 3) -> List[str]:
+    addresses = outside.get("addresses") or []
+    if not outside.get("connections"):
+        return []
+    lines = ["Not attributed to any workload: %d connections from %d address%s" % (
+        outside["connections"], len(addresses), "" if len(addresses) == 1 else "es")]
+    for address in addresses[:shown]:
+        names = ", client names %s" % ", ".join(address["names"]) if address["names"] else ""
+        lines.append("  %s: %d connections%s; %s" % (address["ip"], address["connections"], names, address["reason"]))
+    if len(addresses) > shown:
+        lines.append("  and %d more addresses" % (len(addresses) - shown))
+    return lines

@@ -33,10 +33,22 @@ options:
     default: []
   namespaces:
     description:
-      - Namespaces whose pods may hold the connections. Empty reads pods of every namespace (one cluster-wide list).
+      - Namespaces whose pods may hold the connections (usually the inventory's C(storm_namespaces)), one
+        paginated pod list each. Required unless O(all_namespaces) is true.
+      - A client address no live pod of these namespaces has is returned in RV(unattributed_connections),
+        never attributed to a workload.
+      - A namespace where listing pods is forbidden fails the module, naming the namespace and the RoleBinding
+        to add (C(deploy/rbac.yml) binds the read-only ClusterRole C(redis-storm-triage) per namespace).
     type: list
     elements: str
     default: []
+  all_namespaces:
+    description:
+      - Read pods of every namespace (one paginated cluster-wide list) instead of O(namespaces).
+      - Needs the cluster-wide ClusterRoleBinding C(redis-storm-triage-all-namespaces) that C(deploy/rbac.yml)
+        leaves commented out; pod specs can hold plain environment values, so it is an explicit opt-in.
+    type: bool
+    default: false
   log_tail_lines:
     description:
       - How many of the last log lines of each pod to scan for O(log_signatures). C(0) reads no logs.
@@ -189,11 +201,15 @@ workloads:
       type: list
       elements: str
 unattributed_connections:
-  description: Client addresses no live pod in the namespaces read has (a node, an external client, a hostNetwork pod).
+  description:
+    - Client addresses no live pod of the namespaces read has (a pod of another namespace, a node, an external
+      client) or that several hostNetwork pods share, with their connections; never counted for a workload.
   returned: always
   type: list
   elements: dict
-  sample: [{ip: 10.0.0.12, connections: 40, names: [batch], reason: "no live pod has this address"}]
+  sample: [{ip: 10.0.0.12, connections: 40, opened: null, names: [batch],
+            reason: "outside the watched namespaces (payments, wallet): no live pod there has this address (a pod
+              of another namespace, a node, or a client outside the cluster)"}]
 total_connections:
   description: Sum of the connections in O(sources).
   returned: always

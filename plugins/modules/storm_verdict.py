@@ -120,6 +120,11 @@ storm_triage:
          hpa: {kind: HorizontalPodAutoscaler, name: trading-api, current: 8, desired: 16, min: 3, max: 48,
                paused: false},
          log_signatures: {retry: 40}, ingress: trading/trading-api, request_growth: 3.1, error_ratio: 0.2}
+    unattributed:
+      connections: 40
+      addresses:
+        - {ip: 10.0.9.4, connections: 40, names: [batch],
+           reason: "outside the watched namespaces (trading): no live pod there has this address (...)"}
     culprit: {shape: scale_out_burst, measure: connections from pods started in the burst window,
               connections_from: redis_burst, certain: true, share: 0.85, margin: 0.75,
               workloads: [trading/trading-api], evidence: ["300 of the 400 connections held come from pods ..."],
@@ -156,13 +161,21 @@ storm_triage:
           signatures, ingress and request growth.
       type: list
       elements: dict
+    unattributed:
+      description:
+        - Redis' clients the cluster's join found no workload for, C(connections) in all and each of the
+          C(addresses) (C({ip, connections, names, reason})), most connections first; the reason says where the
+          address was looked for (outside the watched namespaces, a node or a client outside the cluster, a shared
+          hostNetwork address). They are shown, never ranked as a workload. Empty when the cluster was not read.
+      type: dict
     culprit:
       description:
         - The storm's shape (V(pool_exhaustion), V(reconnect_storm), V(scale_out_burst), V(mixed)) with its
           C(evidence), the C(measure) that ranked the offenders and C(connections_from), how sure (C(share) of
           the leading measure, C(margin) over the second), the culprits named in order (C(workloads)), and
           C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had not settled within
-          the wait.
+          the wait, or when addresses no workload of the namespaces read has (RV(storm_triage.unattributed)) hold
+          or open more connections than the leading workload.
         - Null when Redis could not be read.
       type: dict
     recommended_rungs:
@@ -191,7 +204,8 @@ storm_triage:
       description: The verdict in one line.
       type: str
 summary_lines:
-  description: The short human summary (verdict, bottleneck, top 3 offenders, breached evidence, rungs, gaps).
+  description: The short human summary (verdict, bottleneck, top 3 offenders, unattributed addresses, breached
+    evidence, rungs, gaps).
   returned: always
   type: list
   elements: str

@@ -143,10 +143,18 @@ options:
     required: true
     suboptions:
       namespaces:
-        description: Namespaces whose pods may hold the connections. Empty reads every namespace.
+        description:
+          - Namespaces whose pods may hold the connections, one paginated pod list each. Required unless
+            O(kubernetes.all_namespaces) is true.
         type: list
         elements: str
         default: []
+      all_namespaces:
+        description:
+          - Read pods of every namespace (one cluster-wide list) instead of O(kubernetes.namespaces); needs the
+            cluster-wide binding that C(deploy/rbac.yml) leaves commented out.
+        type: bool
+        default: false
       log_tail_lines:
         description: How many of the last log lines of each pod to scan for O(kubernetes.log_signatures).
         type: int

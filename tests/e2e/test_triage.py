@@ -194,6 +194,7 @@ def _faults(box: Sandbox, method: str, body: Optional[Dict[str, Any]] = None) ->
         ({"triage_thresholds": {"utilisation": 0.8}}, "utilisation"),
         ({"storm_namespaces": "payments"}, "triage_namespaces (from storm_namespaces)"),
         ({"storm_namespaces": ["Payments_NS"]}, "triage_namespaces (from storm_namespaces)"),
+        ({"storm_namespaces": []}, "triage_namespaces (from storm_namespaces) is empty"),
         ({"storm_prometheus_url": "prometheus:9090"}, "triage_prometheus_url (from storm_prometheus_url)"),
         ({"storm_prometheus_url": "http://user:hunter2@prom :9090"}, "triage_prometheus_url"),
     ],

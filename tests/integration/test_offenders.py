@@ -165,13 +165,27 @@ def test_reads_logs_only_of_the_top_workloads(kubeapi: Any) -> None:
     assert by_name(three_lines)["trading-api"]["log_signatures"] == {"maxclients": 2}
 
 
-def test_cluster_wide_when_no_namespaces_are_given(kubeapi: Any) -> None:
+def test_no_namespaces_fails_saying_what_to_set(kubeapi: Any) -> None:
     seed_cluster(kubeapi)
-    result = run_module(MODULE, args(kubeapi, namespaces=[], sources=[*SOURCES, source("127.0.30.1", 7)]))
+    result = run_module(MODULE, args(kubeapi, namespaces=[]))
+    assert result.failed
+    assert result.msg.startswith("no namespaces to read pods in: set namespaces (the inventory's storm_namespaces")
+    assert "all_namespaces: true" in result.msg
+
+
+def test_a_wallet_pod_is_outside_the_watched_namespaces_until_every_namespace_is_read(kubeapi: Any) -> None:
+    seed_cluster(kubeapi)
+    sources = [*SOURCES, source("127.0.30.1", 7)]
+    watched = run_module(MODULE, args(kubeapi, sources=sources))
+    assert not watched.failed, watched.msg
+    assert "wallet" not in {w["namespace"] for w in watched["workloads"]}
+    wallet = [u for u in watched["unattributed_connections"] if u["ip"] == "127.0.30.1"]
+    assert [(u["connections"], u["reason"].split(":")[0]) for u in wallet] == [
+        (7, "outside the watched namespaces (payments, trading)")]
+    everywhere = run_module(MODULE, args(kubeapi, namespaces=[], all_namespaces=True, sources=sources))
     assert ("wallet", "ReplicaSet", "wallet-api-1") in {(w["namespace"], w["kind"], w["name"])
-                                                         for w in result["workloads"]}
-    pod_lists = [e for e in kubeapi.audit() if e.get("resource") == "pods"]
-    assert pod_lists == []  # lists are reads: the audit log records writes only
+                                                         for w in everywhere["workloads"]}
+    assert "127.0.30.1" not in {u["ip"] for u in everywhere["unattributed_connections"]}
 
 
 def test_degrades_when_logs_and_metrics_are_forbidden_and_keda_is_absent(kubeapi: Any, tmp_path: Any) -> None:

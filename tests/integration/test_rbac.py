@@ -260,13 +260,17 @@ def test_the_file_grants_no_more_than_it_says() -> None:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], (name, rule)
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), (name, rule)
         assert "secrets" not in rule["resources"] and "pods/exec" not in rule["resources"]
-    # reads cluster-wide; writes only where bound: the ledger Role in its namespace, the mitigate role per namespace
+    # everything bound per namespace: triage's reads and the mitigations in the inventory's namespaces, the ledger
+    # Role in its own; the cluster-wide read is an opt-in left commented out
     bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     by_role: Dict[str, List[Dict[str, Any]]] = {}
     for binding in bindings:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "redis-storm", "namespace": "redis-storm"}]
         by_role.setdefault(binding["roleRef"]["name"], []).append(binding)
-    assert [b["kind"] for b in by_role["redis-storm-triage"]] == ["ClusterRoleBinding"]
+    assert {b["kind"] for b in by_role["redis-storm-triage"]} == {"RoleBinding"}
+    assert "ClusterRoleBinding" not in kinds
+    assert {b["metadata"]["namespace"] for b in by_role["redis-storm-triage"]} <= {
+        b["metadata"]["namespace"] for b in by_role["redis-storm-mitigate"]}
     assert {b["kind"] for b in by_role["redis-storm-mitigate"]} == {"RoleBinding"}
     assert [(b["kind"], b["metadata"]["namespace"]) for b in by_role["redis-storm-ledger"]] == [
         ("RoleBinding", "redis-storm")]

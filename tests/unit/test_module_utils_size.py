@@ -12,7 +12,7 @@ OVER_BOUND = {
     "k8s_client.py": 420,
     "lease.py": 328,
     "mitigation.py": 372,
-    "offenders.py": 532,
+    "offenders.py": 396,
     "prometheus.py": 467,
     "redis_clients.py": 468,
     "redis_config.py": 347,

@@ -7,18 +7,18 @@ from typing import Any, Dict, List, Optional
 import pytest
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client import KubeApiError
-from ansible_collections.fintech.redis_storm.plugins.module_utils.offenders import (
+from ansible_collections.fintech.redis_storm.plugins.module_utils.log_signatures import (
     DEFAULT_LOG_SIGNATURES,
-    OffenderFinder,
-    attribute,
     compile_signatures,
     count_signatures,
+)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.offenders import OffenderFinder, attribute, rank
+from ansible_collections.fintech.redis_storm.plugins.module_utils.pod_facts import (
     hpa_state,
     normalize_ip,
     owner_of,
     parse_cpu,
     pod_health,
-    rank,
 )
 
 
@@ -304,21 +304,71 @@ def test_finder_reads_logs_of_three_busiest_pods_of_top_workloads() -> None:
     assert top["log_signatures"]["retry"] == 6
     assert result["workloads"][1]["logs_read"] == []  # top=1: only the worst offender's logs are read
     assert result["degraded"] == ["replicasets in payments (owners guessed from pod-template-hash): status 403 on "
-                                  "/apis/apps/v1/namespaces/payments/replicasets"]
+                                  "/apis/apps/v1/namespaces/payments/replicasets. To grant it: bind the ClusterRole "
+                                  "redis-storm-triage in namespace payments with a RoleBinding (deploy/rbac.yml has "
+                                  "one per namespace of storm_namespaces), or take payments out of storm_namespaces"]
 
 
 def test_finder_fails_when_pods_cannot_be_listed() -> None:
-    kube = FakeKube({"/api/v1/namespaces/trading/pods": 403})
+    kube = FakeKube({"/api/v1/namespaces/trading/pods": 500})
     finder = OffenderFinder(kube, ["trading"], 50, DEFAULT_LOG_SIGNATURES, 5, True)
-    with pytest.raises(KubeApiError, match="status 403"):
+    with pytest.raises(KubeApiError, match="status 500"):
         finder.find([source("127.0.10.1", 10)])
 
 
-def test_finder_lists_cluster_wide_when_no_namespaces() -> None:
+def test_a_namespace_whose_pods_are_forbidden_fails_naming_it_and_the_rolebinding_to_add() -> None:
+    pods, _replicasets = cluster()
+    kube = FakeKube({"/api/v1/namespaces/trading/pods": {"items": [p for p in pods
+                                                                   if p["metadata"]["namespace"] == "trading"]},
+                     "/api/v1/namespaces/kube-system/pods": 403})
+    finder = OffenderFinder(kube, ["trading", "kube-system"], 50, DEFAULT_LOG_SIGNATURES, 5, True)
+    with pytest.raises(KubeApiError) as refused:
+        finder.find([source("127.0.10.1", 10)])
+    assert refused.value.status == 403
+    assert refused.value.message == (
+        "status 403 on /api/v1/namespaces/kube-system/pods. To grant it: bind the ClusterRole redis-storm-triage in "
+        "namespace kube-system with a RoleBinding (deploy/rbac.yml has one per namespace of storm_namespaces), or "
+        "take kube-system out of storm_namespaces")
+
+
+def test_no_namespaces_is_refused_before_any_request_saying_what_to_set() -> None:
     kube = FakeKube({"/api/v1/pods": {"items": []}})
-    result = OffenderFinder(kube, [], 50, DEFAULT_LOG_SIGNATURES, 5, True).find([source("127.0.0.9", 3)])
+    with pytest.raises(StormError) as refused:
+        OffenderFinder(kube, [], 50, DEFAULT_LOG_SIGNATURES, 5, True)
+    assert kube.calls == []
+    assert refused.value.message.startswith("no namespaces to read pods in: set namespaces (the inventory's "
+                                            "storm_namespaces")
+    assert "all_namespaces: true" in refused.value.message
+    assert "redis-storm-triage-all-namespaces" in refused.value.message
+
+
+def test_all_namespaces_lists_pods_cluster_wide_and_names_the_opt_in_when_forbidden() -> None:
+    kube = FakeKube({"/api/v1/pods": {"items": []}})
+    result = OffenderFinder(kube, [], 50, DEFAULT_LOG_SIGNATURES, 5, True, all_namespaces=True).find(
+        [source("127.0.0.9", 3)])
     assert kube.calls == ["/api/v1/pods"]
-    assert result["workloads"] == [] and result["unattributed_connections"][0]["ip"] == "127.0.0.9"
+    assert result["workloads"] == [] and result["unattributed_connections"] == [{
+        "ip": "127.0.0.9", "connections": 3, "opened": None, "names": [],
+        "reason": "no live pod of any namespace has this address (a node, or a client outside the cluster)"}]
+    forbidden = OffenderFinder(FakeKube({"/api/v1/pods": 403}), ["trading"], 50, DEFAULT_LOG_SIGNATURES, 5, True,
+                               all_namespaces=True)
+    with pytest.raises(KubeApiError) as refused:
+        forbidden.list_pods()
+    assert ("apply the ClusterRoleBinding redis-storm-triage-all-namespaces left commented out in deploy/rbac.yml"
+            in refused.value.message)
+
+
+def test_an_address_outside_the_watched_namespaces_is_reported_with_its_connections_never_as_a_workload() -> None:
+    pods, replicasets = cluster()
+    workloads, unattributed = attribute(
+        [source("127.0.10.1", 30), source("127.0.99.7", 400, names=("batch-export",))], pods, replicasets,
+        watched=["trading", "payments"])
+    assert sum(w["connections"] for w in workloads.values()) == 30
+    assert all("127.0.99.7" not in w["pod_ips"] for w in workloads.values())
+    assert unattributed == [{
+        "ip": "127.0.99.7", "connections": 400, "opened": None, "names": ["batch-export"],
+        "reason": "outside the watched namespaces (payments, trading): no live pod there has this address (a pod of "
+                  "another namespace, a node, or a client outside the cluster)"}]
 
 
 def started(the_pod: Dict[str, Any], stamp: Optional[str], field: str = "startTime") -> Dict[str, Any]:

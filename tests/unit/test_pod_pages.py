@@ -10,10 +10,8 @@ from ansible_collections.fintech.redis_storm.plugins.module_utils.k8s_client imp
     KubeApiError,
     list_items,
 )
-from ansible_collections.fintech.redis_storm.plugins.module_utils.offenders import (
-    DEFAULT_LOG_SIGNATURES,
-    OffenderFinder,
-)
+from ansible_collections.fintech.redis_storm.plugins.module_utils.log_signatures import DEFAULT_LOG_SIGNATURES
+from ansible_collections.fintech.redis_storm.plugins.module_utils.offenders import OffenderFinder
 
 
 class PagingApi:
@@ -61,9 +59,9 @@ def test_triage_reads_a_10k_pod_namespace_in_pages() -> None:
     assert len(api.queries) == -(-10_400 // LIST_PAGE_SIZE) + 1
 
 
-def test_cluster_wide_pod_list_is_paged_too() -> None:
+def test_the_opt_in_cluster_wide_pod_list_is_paged_too() -> None:
     api = PagingApi({"a": 7, "b": 5})
-    assert len(OffenderFinder(api, [], 0, DEFAULT_LOG_SIGNATURES, 5, False).list_pods()) == 12
+    assert len(OffenderFinder(api, [], 0, DEFAULT_LOG_SIGNATURES, 5, False, all_namespaces=True).list_pods()) == 12
     assert all("limit" in q for q in api.queries)
 
 

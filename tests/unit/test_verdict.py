@@ -429,6 +429,46 @@ def test_summary_lines_show_verdict_top_three_and_evidence() -> None:
     assert any(line.startswith("Recommended hpa_pause:") for line in lines)
 
 
+def test_connections_outside_the_watched_namespaces_are_shown_with_their_counts_and_never_ranked() -> None:
+    outside = ("outside the watched namespaces (payments, trading, wallet): no live pod there has this address "
+               "(a pod of another namespace, a node, or a client outside the cluster)")
+    cluster = dict(MARKET_KUBE, unattributed_connections=[
+        {"ip": "10.9.0.4", "connections": 70, "opened": None, "names": ["batch-export"], "reason": outside},
+        {"ip": "10.9.0.5", "connections": 5, "opened": None, "names": [], "reason": outside}])
+    result = v.triage_verdict(MARKET_REDIS, MARKET_PROM, cluster, ingresses=INGRESSES)
+    assert result["unattributed"] == {"connections": 75, "addresses": [
+        {"ip": "10.9.0.4", "connections": 70, "names": ["batch-export"], "reason": outside},
+        {"ip": "10.9.0.5", "connections": 5, "names": [], "reason": outside}]}
+    assert [o["name"] for o in result["offenders"]] == ["trading-api", "payments-api", "wallet-service"]
+    assert "batch-export" not in json.dumps(result["offenders"])
+    lines = v.summary_lines(result)
+    start = lines.index("Not attributed to any workload: 75 connections from 2 addresses")
+    assert lines[start + 1] == "  10.9.0.4: 70 connections, client names batch-export; " + outside
+    assert lines[start + 2] == "  10.9.0.5: 5 connections; " + outside
+    # every address attributed, or the cluster not read: nothing to say
+    assert v.triage_verdict(MARKET_REDIS, MARKET_PROM, MARKET_KUBE)["unattributed"] == {
+        "connections": 0, "addresses": []}
+    unread = v.triage_verdict(MARKET_REDIS, MARKET_PROM, failed("API down"))
+    assert unread["unattributed"]["addresses"] == [] and not any(
+        line.startswith("Not attributed") for line in v.summary_lines(unread))
+
+
+def test_no_culprit_is_named_when_addresses_outside_the_watched_namespaces_hold_more_than_the_leader() -> None:
+    cluster = dict(MARKET_KUBE, unattributed_connections=[
+        {"ip": "10.9.0.4", "connections": 900, "opened": None, "names": ["batch-export"],
+         "reason": "outside the watched namespaces (payments, trading, wallet): no live pod there has this address"}])
+    result = v.triage_verdict(MARKET_REDIS, MARKET_PROM, cluster, ingresses=INGRESSES)
+    named = result["culprit"]
+    assert named["certain"] is False and named["workloads"] == []
+    assert named["why"].startswith("addresses no workload of the namespaces read has account for more connections "
+                                   "held (900) than the leading workload trading/trading-api (820)")
+    assert "offender_scale_down" not in rungs(result) and "hpa_pause" not in rungs(result)
+    assert "culprit uncertain" in result["summary"]
+    # fewer outside than the leader holds: the leader stays the culprit
+    fewer = dict(MARKET_KUBE, unattributed_connections=[dict(cluster["unattributed_connections"][0], connections=800)])
+    assert v.triage_verdict(MARKET_REDIS, MARKET_PROM, fewer)["culprit"]["workloads"] == ["trading/trading-api"]
+
+
 def test_run_verdict_writes_the_report_for_its_owner_only(tmp_path: Any) -> None:
     target = tmp_path / "triage.json"
     result = v.run_verdict({"redis": MARKET_REDIS, "prometheus": MARKET_PROM, "kubernetes": MARKET_KUBE,
