@@ -135,7 +135,7 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]], 
 
 
 def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, float]) -> bool:
-    """The workload's own reconnects are a storm, whatever its share (two reads sample short-lived connections
+    """The workload's own reconnects are a storm, whatever its share (a few reads sample short-lived connections
     thinly): it opened more connections in the window than it holds (a pool refilling opens at most its size)."""
     if "churn" not in SHAPE_MEASURES[shape]:
         return False
