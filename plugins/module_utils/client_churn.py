@@ -21,8 +21,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-# Every application client younger than this: Redis was just emptied and the clients are its reconnect wave.
+# Every application client younger than this: Redis was just emptied and the clients are its reconnect wave...
 EMPTIED_AGE_SECONDS = 10
+# ...but for this share of survivors (an operator's session, a monitor that a CLIENT KILL spared).
+EMPTIED_SURVIVORS_SHARE = 0.05
 # The wave has settled when a window's last read holds within this share of the clients its first read held.
 WAVE_SETTLED_SHARE = 0.05
 # Redis was emptied between two reads when this share of the first read's long-lived clients is gone.
@@ -42,8 +44,9 @@ def _int(client: Dict[str, str], key: str) -> int:
 
 
 def just_emptied(clients: Sequence[Dict[str, str]]) -> bool:
-    """No client older than EMPTIED_AGE_SECONDS: what Redis holds is a reconnect wave (or nothing yet)."""
-    return all(_int(c, "age") < EMPTIED_AGE_SECONDS for c in clients)
+    """(Almost) no client older than EMPTIED_AGE_SECONDS: what Redis holds is a reconnect wave (or nothing yet)."""
+    survivors = sum(1 for c in clients if _int(c, "age") >= EMPTIED_AGE_SECONDS)
+    return survivors <= EMPTIED_SURVIVORS_SHARE * len(clients)
 
 
 def dropped(before: Sequence[Dict[str, str]], after: Sequence[Dict[str, str]]) -> bool:

@@ -117,7 +117,7 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]], 
     first = SHAPE_MEASURES[shape][0]
     named = ranked[:1] + [o for o in ranked[1:] if o["%s_share" % first] >= limits["culprit_share"]
                           or _reconnecting_alone(o, shape, limits)][:2]
-    uncertain = _uncertain(shape, churn, sums, limits, ranked)
+    uncertain = _uncertain(shape, churn, sums, limits, ranked, utilization)
     record = {
         "shape": shape,
         "measure": " and ".join(MEASURES[m][1] for m in SHAPE_MEASURES[shape]),
@@ -144,7 +144,7 @@ def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, 
 
 
 def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, float], limits: Dict[str, float],
-               ranked: Sequence[Dict[str, Any]]) -> Optional[str]:
+               ranked: Sequence[Dict[str, Any]], utilization: Optional[float] = None) -> Optional[str]:
     """Why no culprit can be named from Redis' numbers, or None when one can."""
     window = churn or {}
     if window.get("emptied") and (not window.get("wave_settled") or not ranked):
@@ -155,6 +155,10 @@ def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, floa
         return "no workload of the namespaces read holds or opens Redis connections"
     if not any(sums[m] for m in SHAPE_MEASURES[shape]):
         return "no workload shows %s" % " or ".join(MEASURES[m][1] for m in SHAPE_MEASURES[shape])
+    if shape == POOL_EXHAUSTION and utilization is not None and utilization < limits["utilization_warning"]:
+        # who holds most of a Redis far from full says nothing about who storms
+        return ("Redis holds %s of its maxclients and no workload was seen reconnecting: the connections held are "
+                "no storm, and Redis' numbers name no culprit; triage again in a few seconds" % _pct(utilization))
     return None
 
 

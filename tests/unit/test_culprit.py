@@ -192,3 +192,16 @@ def test_a_redis_emptied_with_no_workload_back_yet_says_so() -> None:
     assert result["culprit"]["certain"] is False
     assert result["culprit"]["why"].startswith("Redis was just emptied")
     assert "culprit uncertain" in result["summary"]
+
+
+def test_the_holder_of_a_redis_far_from_full_is_no_culprit() -> None:
+    # right after a blip the pools are coming back and the churner was not caught in the window: the wide idle pool
+    # holds most of the 41 connections of a Redis at 4% of maxclients, which says nothing about who storms
+    workloads = [wl("worker", 27, 0.0), wl("wallet", 6, 0.0), wl("trading", 8, 0.0)]
+    redis, prometheus, kube = views(*workloads)
+    redis["clients"]["utilization"] = 0.041
+    result = v.triage_verdict(redis, prometheus, kube)
+    record = result["culprit"]
+    assert (record["certain"], record["workloads"]) == (False, []), record
+    assert "Redis holds 4.1% of its maxclients and no workload was seen reconnecting" in record["why"]
+    assert "top offender" not in result["summary"]

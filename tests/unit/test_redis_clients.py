@@ -336,7 +336,12 @@ def test_after_a_blip_the_window_is_read_after_the_reconnect_wave():
     assert (unsettled["emptied"], unsettled["wave_settled"]) == (True, False)
 
 
-@pytest.mark.parametrize(("ages", "emptied"), [((0, 3, 9), True), ((0, 3, 10), False), ((), True)])
+@pytest.mark.parametrize(("ages", "emptied"), [
+    ((0, 3, 9), True), ((0, 3, 10), False), ((), True),
+    # right after a blip: 40 clients of the reconnect wave and the operator's session that the CLIENT KILL spared
+    ((*(0,) * 40, 600), True),
+    ((*(0,) * 10, 600), False),
+])
 def test_just_emptied_means_every_client_is_young(ages, emptied):
     assert churn.just_emptied(clients(*((i, "10.0.0.1", age) for i, age in enumerate(ages)))) is emptied
 
