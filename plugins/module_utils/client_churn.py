@@ -7,7 +7,7 @@ Redis gives every new connection the next client id, so a client above the highe
 first read (or of ``age`` 0 at it) was opened inside the window. An address *churns* when it also
 closes what it just opened: a young client one read saw is gone at the window's last read. A pool
 that opens and keeps (refilling after a blip, growing under load) shows every connection it opens
-and closes none, so it does not churn however many it opened. A pool whose connections live a few
+and closes few or none, so it does not churn however many it opened. A pool whose connections live a few
 milliseconds shows only a few live ones at any read, so the window takes WINDOW_READS reads, and
 INFO's count of accepted connections, less what the keeping pools opened, scales the churners'
 sample to a rate.
@@ -31,6 +31,9 @@ WAVE_SETTLED_SHARE = 0.05
 DROPPED_SHARE = 0.5
 # CLIENT LIST reads in one window: enough that a pool of millisecond connections shows some at one read or another.
 WINDOW_READS = 4
+# An address churns when it closed at least this share of what it opened in the window: a churner closes most
+# (about 3 in 4 over four reads), a pool refilling after a blip keeps nearly all (a timeout drops a few, 1 in 8).
+CHURN_CLOSED_SHARE = 0.25
 
 # One CLIENT LIST read: when it was taken (monotonic seconds) and its application clients.
 Read = Tuple[float, List[Dict[str, str]]]
@@ -122,7 +125,8 @@ def churn(reads: Sequence[Read], source_ip: Any,
     opened = sum(count for count, _closed, _kept in counts.values())
     accepted = received[-1] - received[-len(window)] if len(received) == len(reads) else opened
     # a churner's share is what it closed and still holds of its own; it opened the rest unseen
-    evidence = {ip: closed + kept if closed else 0 for ip, (_count, closed, kept) in counts.items()}
+    evidence = {ip: closed + kept if closed and closed >= CHURN_CLOSED_SHARE * count else 0
+                for ip, (count, closed, kept) in counts.items()}
     kept_by_pools = sum(kept for ip, (_count, _closed, kept) in counts.items() if not evidence[ip])
     shown = sum(evidence.values())
     budget = max(accepted - kept_by_pools, shown)

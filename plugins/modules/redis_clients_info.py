@@ -12,8 +12,9 @@ description:
   - Reads C(INFO clients) and C(INFO stats) twice, O(sample_seconds) apart, for the rate of new and rejected
     connections; times O(latency_samples) C(PING)s; and reads C(CLIENT LIST) four times across that window, grouped
     by source IP. Client ids grow with every new connection, so the reads give the connections each source
-    opened in the window (RV(top_sources[].opened)) as well as those it holds; a source that also closes young
-    connections churns (RV(top_sources[].opened_per_sec)), one that opens and keeps them (a pool refilling) does not.
+    opened in the window (RV(top_sources[].opened)) as well as those it holds; a source that also closes a quarter or
+    more of what it opened churns (RV(top_sources[].opened_per_sec)), one that opens and keeps them (a pool
+    refilling, a few dropped by timeouts) does not.
   - When every client is younger than 10 seconds (Redis was just emptied by a network blip, a C(CLIENT KILL) or a
     restart), every pool reconnects at once and that wave says nothing about who storms, so C(CLIENT LIST) is read
     on at the same pace until a window of reads starts after the emptying and ends holding as many clients as it

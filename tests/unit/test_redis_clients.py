@@ -403,3 +403,16 @@ def test_a_churner_the_window_s_last_reads_missed_still_churns():
     reads = [(0.0, pool), (0.1, pool + clients((300, "10.0.3.2", 0))), (0.2, pool), (0.3, pool)]
     found, _window = churn.churn(reads, rc.source_ip, (5000, 5010, 5020, 5030))
     assert found == {"10.0.3.2": (1, 100.0)}
+
+
+def test_a_pool_that_a_full_redis_drops_a_few_of_while_it_refills_does_not_churn():
+    # retry-storm right after a blip, Redis back at 1000 of its 1000 clients and refusing 442 a second: trading-api's
+    # pools came back with 83 connections and timeouts dropped 10 of them again; the reads saw nobody else open
+    # one, so it once took all 555 connections INFO accepted in the window and was named in payments-api's storm
+    held = [(i, "10.0.2.7", 1) for i in range(1, 834)]
+    kept = [(i, "10.0.1.5", 0) for i in range(901, 974)]
+    dropped = [(i, "10.0.1.5", 0) for i in range(974, 984)]
+    reads = [(0.0, clients(*held, *kept, *dropped)), *((n / 3, clients(*held, *kept)) for n in (1, 2, 3))]
+    found, window = churn.churn(reads, rc.source_ip, (0, 185, 370, 555))
+    assert found == {"10.0.1.5": (83, 0.0)}
+    assert window["opened_per_sec"] == 555.0
