@@ -71,7 +71,7 @@ RATIO_THRESHOLDS = ("utilization_warning", "utilization_critical", "app_error_ra
                     "maxclients_fd_share", "burst_share", "culprit_share")
 
 # Log signature names (storm_offenders_info's defaults) grouped by what they say.
-RETRY_SIGNATURES = ("retry",)
+RETRY_SIGNATURES = (culprit.RETRY_SIGNATURE,)
 TIMEOUT_SIGNATURES = ("redis_timeout",)
 REFUSAL_SIGNATURES = ("too_many_connections", "max_clients_reached", "connection_reset")
 BREAKER_SIGNATURES = ("circuit_breaker_open",)
@@ -302,8 +302,12 @@ def build_offenders(
             "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
     elif offenders or (redis_read and not _failed(kubernetes, "kubernetes")):
         # the join found no workload behind Redis' clients: the record says the culprit is uncertain, and why
+        rates = (redis or {}).get("rates") or {}
+        refusals = {"rejected_per_sec": _number(rates.get("rejected_per_sec")),
+                    "new_connections_per_sec": _number(rates.get("new_connections_per_sec")),
+                    "rejected_connections": prom.value("rejected_connections")}
         offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
-                                          _number(((redis or {}).get("clients") or {}).get("utilization")))
+                                          _number(((redis or {}).get("clients") or {}).get("utilization")), refusals)
     if not offenders:
         offenders = sorted(_offenders_without_cluster(redis, prom), key=lambda o: (-o["connections"], str(o["name"])))
     for offender in offenders:
@@ -626,7 +630,7 @@ def _offender_evidence(evidence: Collector, offenders: List[Dict[str, Any]], lim
 
 
 def _culprit_evidence(evidence: Collector, named: Dict[str, Any], limits: Dict[str, float]) -> None:
-    evidence.add("redis", "storm_shape", named["shape"], "pool_exhaustion|reconnect_storm|scale_out_burst|mixed",
+    evidence.add("redis", "storm_shape", named["shape"], "|".join(culprit.SHAPES),
                  named["shape"] != culprit.POOL_EXHAUSTION, "; ".join(named["evidence"]))
     evidence.add("redis", "culprit_share", named["share"], limits["culprit_share"],
                  named["certain"] and named["share"] >= limits["culprit_share"],
@@ -678,9 +682,9 @@ def _rungs(
 
     The rungs that act on an offender act on the top one, ranked by the storm's shape (``named``): a
     reconnect storm supports turning the churning workload's retries off and opening its circuit
-    breaker; a burst, pausing the autoscaler that started its new pods; pool exhaustion, scaling the
-    holder down (any top offender that holds most connections). An uncertain culprit supports no rung
-    that acts on an offender.
+    breaker, and so does a retry storm for the holder that retries; a burst, pausing the autoscaler
+    that started its new pods; pool exhaustion, scaling the holder down (any top offender that holds
+    most connections). An uncertain culprit supports no rung that acts on an offender.
     """
     reasons: Dict[str, str] = {}
     top = offenders[0] if offenders else None
@@ -701,7 +705,13 @@ def _rungs(
     retry_lines = sum(count for count, _who in retrying)
     churn = evidence.breached("new_connections_per_sec")
     churning = top is not None and shape in (culprit.RECONNECT_STORM, culprit.MIXED)
-    if churning and top is not None:
+    if shape == culprit.RETRY_STORM and top is not None:
+        reasons["client_retries"] = "%s logs %d retry lines while Redis refuses connections: its retries refill " \
+                                    "Redis after each drop" % (_who(top), _signature_count(
+                                        top.get("log_signatures") or {}, RETRY_SIGNATURES))
+        reasons["circuit_breaker"] = "%s retries into a Redis that refuses it: its open circuit breaker stops its " \
+                                     "Redis calls until Redis recovers" % _who(top)
+    elif churning and top is not None:
         reasons["client_retries"] = "%s opens %s connections per second (%s of those opened in Redis' window): its " \
                                     "retries reconnect in a loop" % (_who(top), _fmt(_number(top.get(
                                         "opened_per_sec")), 1), _pct(top.get("churn_share")))

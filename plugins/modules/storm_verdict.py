@@ -158,11 +158,14 @@ storm_triage:
       elements: dict
     culprit:
       description:
-        - The storm's shape (V(pool_exhaustion), V(reconnect_storm), V(scale_out_burst), V(mixed)) with its
-          C(evidence), the C(measure) that ranked the offenders and C(connections_from), how sure (C(share) of
-          the leading measure, C(margin) over the second), the culprits named in order (C(workloads)), and
-          C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had not settled within
-          the wait.
+        - The storm's shape (V(pool_exhaustion), V(reconnect_storm), V(scale_out_burst), V(mixed),
+          V(retry_storm)) with its C(evidence), the C(measure) that ranked the offenders and C(connections_from),
+          how sure (C(share) of the leading measure, C(margin) over the second), the culprits named in order
+          (C(workloads)), and C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had
+          not settled within the wait, or when the biggest holder of a Redis far from full is all Redis shows.
+        - V(retry_storm) is a Redis that a drop left far from full, that refused connections (INFO's rate in the
+          window, or Prometheus' count over its rate window), where no other workload was seen reconnecting and
+          the largest holder logs retry lines; it is ranked by connections held.
         - Null when Redis could not be read.
       type: dict
     recommended_rungs:
