@@ -7,9 +7,9 @@
 retry storm the culprit *opens* the most connections per second; in an autoscaling burst its *new
 pods* bring the connections. Redis tells these apart (client ids and ages across the sampling
 window, joined with pod start times), so the ranking measure follows the shape. A retry storm's
-refused attempts never get a client id: in a Redis that a drop left far from full, Redis' refusals
-and the largest holder's own retry lines name it. The apps' own pool gauges never rank while Redis
-answers.
+refused attempts never get a client id: in a Redis that a drop left far from full, how full Redis
+was moments ago and the largest holder's own retry lines name it. The apps' own pool gauges never
+rank while Redis answers.
 """
 
 from __future__ import annotations
@@ -94,15 +94,16 @@ def retrier(offenders: Sequence[Dict[str, Any]], refusals: Optional[Dict[str, Op
             limits: Dict[str, float]) -> Optional[str]:
     """Why the largest holder of a Redis far from full storms by retrying, or None.
 
-    ``refusals``: ``rejected_per_sec`` and ``new_connections_per_sec`` from INFO across the window,
-    ``rejected_connections`` from Prometheus over its rate window. Redis refused connections, so it was
-    full moments ago and a drop (a blip, a failover, a CLIENT KILL) emptied it; no other workload was
-    seen closing what it opened (a churner, even under the storm's bar, may be what Redis refused); and
-    the largest holder logs its retries: they refill Redis after each drop.
+    ``refusals``: ``rejected_per_sec`` and ``new_connections_per_sec`` from INFO across the window;
+    ``rejected_connections`` and ``peak_utilization`` from Prometheus over its rate window. Redis refused
+    connections or neared maxclients moments ago, so a drop (a blip, a failover, a CLIENT KILL) emptied
+    it; no other workload was seen closing what it opened (a churner, even under the storm's bar, may
+    be what filled Redis); and the largest holder logs its retries: they refill Redis after each drop.
     """
     seen = refusals or {}
     now, recent = float(seen.get("rejected_per_sec") or 0.0), float(seen.get("rejected_connections") or 0.0)
-    if not offenders or (now <= 0 and recent < limits["rejected_connections"]):
+    peak = float(seen.get("peak_utilization") or 0.0)
+    if not offenders or (now <= 0 and recent < limits["rejected_connections"] and peak < limits["utilization_warning"]):
         return None
     holder = max(offenders, key=lambda o: int(o.get("connections") or 0))
     retries = _retry_lines(holder)
@@ -110,11 +111,11 @@ def retrier(offenders: Sequence[Dict[str, Any]], refusals: Optional[Dict[str, Op
         return None
     if any(_value(o, "churn") > 0 for o in offenders if o is not holder):
         return None
-    return ("Redis refused %s connections (%s per second in the window) and accepts %s per second, yet no "
-            "other workload was seen reconnecting: %s, the largest holder (%d connections), logs %d retry lines, "
-            "its retries refill Redis after each drop" % (
-                _fmt(recent), _fmt(now), _fmt(float(seen.get("new_connections_per_sec") or 0.0)), _who(holder),
-                int(holder.get("connections") or 0), retries))
+    return ("Redis reached %s of its maxclients and refused %s connections over the rate window (%s per second in "
+            "the window), accepts %s per second, and no other workload was seen reconnecting: %s, the largest holder "
+            "(%d connections), logs %d retry lines, its retries refill Redis after each drop" % (
+                _pct(peak), _fmt(recent), _fmt(now), _fmt(float(seen.get("new_connections_per_sec") or 0.0)),
+                _who(holder), int(holder.get("connections") or 0), retries))
 
 
 def _retry_lines(offender: Dict[str, Any]) -> int:

@@ -305,7 +305,8 @@ def build_offenders(
         rates = (redis or {}).get("rates") or {}
         refusals = {"rejected_per_sec": _number(rates.get("rejected_per_sec")),
                     "new_connections_per_sec": _number(rates.get("new_connections_per_sec")),
-                    "rejected_connections": prom.value("rejected_connections")}
+                    "rejected_connections": prom.value("rejected_connections"),
+                    "peak_utilization": prom.value("utilization")}
         offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
                                           _number(((redis or {}).get("clients") or {}).get("utilization")), refusals)
     if not offenders:

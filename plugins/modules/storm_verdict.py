@@ -163,9 +163,10 @@ storm_triage:
           how sure (C(share) of the leading measure, C(margin) over the second), the culprits named in order
           (C(workloads)), and C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had
           not settled within the wait, or when the biggest holder of a Redis far from full is all Redis shows.
-        - V(retry_storm) is a Redis that a drop left far from full, that refused connections (INFO's rate in the
-          window, or Prometheus' count over its rate window), where no other workload was seen reconnecting and
-          the largest holder logs retry lines; it is ranked by connections held.
+        - V(retry_storm) is a Redis that a drop left far from full, that refused connections or neared maxclients
+          moments ago (INFO's refusals in the window; Prometheus' refusals or peak use over its rate window), where
+          no other workload was seen reconnecting and the largest holder logs retry lines; it is ranked by
+          connections held.
         - Null when Redis could not be read.
       type: dict
     recommended_rungs:
