@@ -194,3 +194,89 @@ def test_a_redis_emptied_with_no_workload_back_yet_says_so() -> None:
     assert result["culprit"]["certain"] is False
     assert result["culprit"]["why"].startswith("Redis was just emptied")
     assert "culprit uncertain" in result["summary"]
+
+
+def test_the_holder_of_a_redis_far_from_full_is_no_culprit() -> None:
+    # right after a blip the pools are coming back and the churner was not caught in the window: the wide idle pool
+    # holds most of the 41 connections of a Redis at 4% of maxclients, which says nothing about who storms
+    workloads = [wl("worker", 27, 0.0), wl("wallet", 6, 0.0), wl("trading", 8, 0.0)]
+    redis, prometheus, kube = views(*workloads)
+    redis["clients"]["utilization"] = 0.041
+    result = v.triage_verdict(redis, prometheus, kube)
+    record = result["culprit"]
+    assert (record["certain"], record["workloads"]) == (False, []), record
+    assert "Redis holds 4.1% of its maxclients and no workload was seen reconnecting" in record["why"]
+    assert "top offender" not in result["summary"]
+
+
+def far_from_full(*workloads: dict[str, Any], utilization: float, accepted: float, refused_now: float,
+                  refused_last_minute: float, peak: float) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Redis' numbers of a real run: a Redis a drop left far from full, what INFO counted across the window, and
+    what Prometheus counted refused and the peak use of maxclients over its rate window."""
+    redis, prometheus, kube = views(*workloads, emptied=True)
+    redis["clients"]["utilization"] = utilization
+    redis["rates"] = {"new_connections_per_sec": accepted, "rejected_per_sec": refused_now}
+    prometheus["answers"]["rejected_connections"] = {"value": refused_last_minute}
+    prometheus["answers"]["utilization"] = {"value": peak}
+    return redis, prometheus, kube
+
+
+RETRYING = {"retry": 75, "max_clients_reached": 60, "redis_timeout": 64, "connection_reset": 297}
+
+
+@pytest.mark.parametrize(("utilization", "accepted", "refused_now", "refused_last_minute", "peak"), [
+    # retry-storm between its blips: the pools back at their minimum, Redis calm, the last minute's refusals
+    pytest.param(0.474, 1.0, 0.0, 3006.7, 1.0, id="in-the-lull-between-drops"),
+    # retry-storm refilling after its blip, still refusing the connections that come back too fast
+    pytest.param(0.779, 417.0, 27.0, 0.0, 0.98, id="refilling-and-refusing-again"),
+    # the incident test's triage that named no culprit: Redis at 59.2% and calm, at 92.5% within the minute,
+    # nothing refused in it
+    pytest.param(0.592, 0.0, 0.0, 0.0, 0.925, id="near-full-a-moment-ago-nothing-refused"),
+])
+def test_a_retry_storm_in_a_redis_a_drop_left_far_from_full_names_the_holder_that_retries(
+        utilization: float, accepted: float, refused_now: float, refused_last_minute: float, peak: float) -> None:
+    workloads = [wl("trading-api", 75, 0.0, signatures={"retry": 7, "redis_timeout": 49}, namespace="trading"),
+                 wl("payments-api", 362, 0.0, signatures=RETRYING, namespace="payments"),
+                 wl("payments-worker", 24, 0.0, signatures={"retry": 16}, namespace="payments"),
+                 wl("wallet-service", 10, 0.0, namespace="wallet")]
+    result = v.triage_verdict(*far_from_full(*workloads, utilization=utilization, accepted=accepted,
+                                             refused_now=refused_now, refused_last_minute=refused_last_minute,
+                                             peak=peak))
+    record = result["culprit"]
+    assert (record["shape"], record["certain"], record["workloads"]) == (
+        "retry_storm", True, ["payments/payments-api"]), record
+    assert record["connections_from"] == "redis_held" and result["offenders"][0]["connections_from"] == "redis_held"
+    assert "payments/payments-api, the largest holder (362 connections), logs 75 retry lines" in record["evidence"][-1]
+    found = rungs_for(result)
+    assert (found.get("client_retries"), found.get("circuit_breaker")) == (
+        "payments/payments-api", "payments/payments-api"), result["recommended_rungs"]
+    assert "top offender payments/payments-api (retry storm" in result["summary"]
+
+
+@pytest.mark.parametrize(("worker_retries", "refused_last_minute", "peak"), [
+    # churn-beside-idle-pool right after a blip: Redis never filled, nobody retried
+    pytest.param(0, 0.0, 0.65, id="never-full-nobody-retries"),
+    # the same with Redis full and refusing in the minute before (a storm before this one): the idle holder's own
+    # log shows no retry
+    pytest.param(0, 40.0, 1.0, id="full-earlier-the-idle-holder-does-not-retry"),
+    # the same with the idle holder's log still holding retry lines, but Redis never filled in the last minute
+    pytest.param(16, 0.0, 0.65, id="old-retry-lines-redis-never-full"),
+    # the idle holder was refused and retried too, but the churner seen under the bar may be what filled Redis
+    pytest.param(16, 40.0, 1.0, id="full-and-retrying-beside-a-churner-seen"),
+])
+def test_the_idle_holder_beside_a_churner_the_window_missed_is_never_named(worker_retries: int,
+                                                                           refused_last_minute: float,
+                                                                           peak: float) -> None:
+    # real numbers: Redis at 64.1% of maxclients, accepting 163.8 connections a second, payments-worker's wide pool
+    # refilled 500 (147 of them in the window), wallet-service's 20 ms connections seen at 18 a second, under the
+    # reconnect storm's bar
+    workloads = [wl("payments-worker", 500, 0.0, signatures={"retry": worker_retries, "connection_reset": 400}),
+                 wl("trading-api", 80, 0.0), wl("payments-api", 40, 0.0), wl("wallet-service", 4, 18.0)]
+    workloads[0]["opened"] = 147
+    result = v.triage_verdict(*far_from_full(*workloads, utilization=0.641, accepted=163.8, refused_now=0.0,
+                                             refused_last_minute=refused_last_minute, peak=peak))
+    record = result["culprit"]
+    assert (record["certain"], record["workloads"]) == (False, []), record
+    assert "payments-worker" not in result["summary"]
+    acting = {"client_retries", "circuit_breaker", "offender_scale_down", "hpa_pause", "ingress_rate_limit"}
+    assert not acting & set(rungs_for(result)), result["recommended_rungs"]
