@@ -71,11 +71,14 @@ def window_of(reads: Sequence[Read]) -> Sequence[Read]:
 
 
 def wave_settled(window: Sequence[Read]) -> bool:
-    """The window's last read holds about as many clients as its first: the pools have refilled."""
+    """The window's last read holds about as many clients as its first, and the first read is not itself in the
+    second of a refill (CLIENT LIST ages are whole seconds: a pool that refilled then would count as opened)."""
     if len(window) < 2:
         return False
     first, last = len(window[0][1]), len(window[-1][1])
-    return bool(first) and abs(last - first) <= WAVE_SETTLED_SHARE * first
+    kept = {_int(c, "id") for c in window[-1][1]}
+    refilling = sum(1 for c in window[0][1] if _int(c, "age") == 0 and _int(c, "id") in kept)
+    return bool(first) and abs(last - first) <= WAVE_SETTLED_SHARE * first and refilling <= WAVE_SETTLED_SHARE * first
 
 
 def waiting_for_wave(reads: Sequence[Read]) -> bool:

@@ -350,8 +350,11 @@ def test_just_emptied_means_every_client_is_young(ages, emptied):
     ([(0, clients((1, "a", 0))), (1, clients((1, "a", 1), (2, "a", 0)))], False),
     ([(0, clients((1, "a", 0))), (1, clients((1, "a", 1), (2, "a", 0))), (2, clients((1, "a", 2), (3, "a", 0)))],
      False),
+    # a window that starts in the second the pools refilled would count the refill as opened in it
     ([(0, clients(*((i, "a", 0) for i in range(40)))), (1, clients(*((i, "a", 1) for i in range(40)))),
-      (2, clients(*((i, "a", 2) for i in range(41))))], True),
+      (2, clients(*((i, "a", 2) for i in range(41))))], False),
+    ([(1, clients(*((i, "a", 1) for i in range(40)))), (2, clients(*((i, "a", 2) for i in range(40)))),
+      (3, clients(*((i, "a", 3) for i in range(41))))], True),
 ])
 def test_the_wave_settles_when_the_window_ends_holding_what_it_started_with(reads, settled):
     assert churn.wave_settled(reads) is settled
