@@ -9,14 +9,12 @@ import os
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
 from stormctl.sandbox.kube import build
 from stormctl.sandbox.state import CONTROL_PLANE
-from tests.e2e.ladder_support import triage
 from tests.fixtures.sandbox import Sandbox, start_sandbox, stop_sandbox, wait_for
 
 pytestmark = pytest.mark.integration
@@ -158,24 +156,6 @@ def test_metrics_server_and_the_hpa_read_each_pods_cpu_from_the_node_agent(plane
 
 
 @pytest.mark.e2e
-def test_triage_names_the_churning_workload_from_redis_client_addresses_mapped_to_pod_ips(
-    plane_sandbox: Sandbox, tmp_path: Path
-) -> None:
-    box = plane_sandbox
-    box.storm("churn-beside-idle-pool")
-    try:
-        wait_for(lambda: (box.prom_value("sum(rate(redis_connections_received_total[15s]))") or 0) > 25, 90,
-                 "Prometheus to see the reconnect storm")
-        run = triage(box, tmp_path)
-        assert run.rc == 0, run.output[-4000:]
-        assert run.verdict is not None and run.verdict["storm"] is True, run.output[-4000:]
-        assert run.degraded() == [], run.verdict["degraded_sources"]
-        assert (run.top["namespace"], run.top["name"]) == ("wallet", "wallet-service"), run.verdict["offenders"][:3]
-        assert str(run.top["connections_from"]).startswith("redis"), run.top
-    finally:
-        box.calm()
-
-
 def test_reset_puts_the_baseline_back_beside_what_the_real_controllers_keep(plane_sandbox: Sandbox) -> None:
     """The Deployment controller's revision annotation is the cluster's, not drift: reset leaves it and settles."""
     box = plane_sandbox
