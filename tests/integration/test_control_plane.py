@@ -119,7 +119,7 @@ def test_the_audit_log_records_each_write_with_its_user_and_no_write_for_a_read(
     assert created[0]["responseStatus"]["code"] == 201
 
     mark = len(control_plane.audit_events())
-    product.get("/api/v1/pods")
+    product.get("/api/v1/namespaces/wallet/pods")
     listed = wait_for(lambda: [e for e in by_product(mark) if e["verb"] == "list"], 10,
                       "the audit event of the pod list")
     assert listed[0]["objectRef"]["resource"] == "pods"
@@ -188,7 +188,8 @@ def test_kubectl_applies_server_side_and_answers_can_i_for_the_product_account(
 
     assert can_i("patch", "deployments.apps", "--subresource=scale", "-n", "wallet") == "yes"
     assert can_i("delete", "deployments.apps", "-n", "wallet") == "no"
-    assert can_i("list", "pods", "--all-namespaces") == "yes"
+    assert can_i("list", "pods", "-n", "wallet") == "yes"
+    assert can_i("list", "pods", "--all-namespaces") == "no" and can_i("list", "pods", "-n", "kube-system") == "no"
     assert can_i("get", "secrets", "-n", "redis-storm") == "no"
 
 
