@@ -31,6 +31,9 @@ TRIAGE_CLIENT_NAME = "redis-storm"
 SATURATED = 0.9
 CHURNING_PER_SEC = 50.0
 QUIET = 0.7
+# Steady means past the last blip's reconnect wave: more than this share of the clients is older than WAVE_AGE.
+WAVE_AGE_SECONDS = 10
+OUTLIVED_SHARE = 0.05
 # A full Redis refuses our reconnect after a storm's blip dropped us; a slot frees within a blip period or two.
 ADMIN_RETRY_SECONDS = 60.0
 ADMIN_RETRY_PAUSE = 0.5
@@ -145,6 +148,12 @@ class CulpritDrill:
         accepted = (self.admin.info("stats")["total_connections_received"] - first) / (time.monotonic() - started)
         return bool(accepted >= CHURNING_PER_SEC)
 
+    def past_the_wave(self) -> bool:
+        """Some clients are older than a reconnect wave: Redis was not just emptied."""
+        clients = [c for c in self.admin.client_list(_type="normal") if int(c["id"]) != self.admin_id]
+        outlived = sum(1 for c in clients if int(c.get("age", 0)) >= WAVE_AGE_SECONDS)
+        return outlived > OUTLIVED_SHARE * len(clients)
+
     def blip(self, spare: tuple[int, ...] = ()) -> int:
         """Drop every application client (CLIENT KILL ID), sparing ours and ``spare``; how many were dropped."""
         own = self.admin_id
@@ -169,6 +178,8 @@ class CulpritDrill:
             self.blip()
             verdict = self.triage()
         elif point == "steady":
+            # a blip's reconnect wave accepts like a churner: the storm is steady once the wave is behind it
+            self.wait(self.past_the_wave, 60, "Redis' clients to outlive the last blip")
             self.wait(lambda: self.raging(scenario), 150, "%s to storm Redis again" % scenario.name)
             verdict = self.triage()
         else:
