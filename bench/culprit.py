@@ -4,8 +4,7 @@ Starts its own sandbox; for each scenario (big-storm aside, it is the triage ben
 the storm once and then, ROUNDS times, runs playbooks/triage.yml right after a blip, mid-wave and at
 the steady state (stormctl.sandbox.culprit_drill), checking the culprits named against the scenario's.
 A round is right when all three verdicts are. Prints `culprit right N of M` per scenario (M rounds)
-and the misses, each with what its verdict was based on; asserts nothing. BENCH_CULPRIT_ROUNDS sets M,
-BENCH_CULPRIT_SCENARIOS (comma-separated) picks scenarios.
+and the misses; asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ from stormctl.sandbox.scenario import scenario_names
 
 ROUNDS = int(os.environ.get("BENCH_CULPRIT_ROUNDS", "20"))
 SKIPPED = ("big-storm",)
-# A comma-separated subset of the scenarios (all of them but SKIPPED when unset).
-ONLY = [n for n in os.environ.get("BENCH_CULPRIT_SCENARIOS", "").split(",") if n]
 
 
 def _triage(state_dir: Path, outputs: Path) -> Optional[Dict[str, Any]]:
@@ -36,19 +33,6 @@ def _triage(state_dir: Path, outputs: Path) -> Optional[Dict[str, Any]]:
     return dict(json.loads(output.read_text())) if output.exists() else None
 
 
-def seen(verdict: Optional[Dict[str, Any]]) -> str:
-    """What a wrong verdict was based on: the shape, Redis' window and each offender's measures."""
-    if verdict is None:
-        return "no verdict"
-    record = verdict.get("culprit") or {}
-    redis = {i["signal"]: i.get("observed") for i in verdict.get("evidence") or [] if i.get("source") == "redis"}
-    offenders = ["%s/%s held %s opened/s %s young %s" % (o.get("namespace"), o.get("name"), o.get("connections"),
-                                                          o.get("opened_per_sec"), o.get("young_pod_connections"))
-                 for o in (verdict.get("offenders") or [])[:4]]
-    return "%s (%s; %s) redis %s; %s" % (record.get("shape"), record.get("why"), "; ".join(
-        record.get("evidence") or []), json.dumps(redis, sort_keys=True, default=str), " | ".join(offenders))
-
-
 def run() -> Dict[str, Any]:
     results: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-culprit-") as tmp:
@@ -58,7 +42,7 @@ def run() -> Dict[str, Any]:
         # one admin connection held from before the first storm: a full Redis refuses a new one
         drill = CulpritDrill(state_dir, lambda: _triage(state_dir, base))
         try:
-            for name in ONLY or [n for n in scenario_names() if n not in SKIPPED]:
+            for name in [n for n in scenario_names() if n not in SKIPPED]:
                 misses: List[str] = []
                 right = 0
                 per_point = dict.fromkeys(POINTS, 0)
@@ -69,8 +53,6 @@ def run() -> Dict[str, Any]:
                     for outcome in outcomes:
                         per_point[outcome.point] += int(outcome.right)
                         misses += ["round %d %s: %s" % (index + 1, outcome.point, p) for p in outcome.problems]
-                        if outcome.problems:
-                            misses.append("round %d %s seen: %s" % (index + 1, outcome.point, seen(outcome.verdict)))
                     right += int(all(o.right for o in outcomes))
                 print("%s: culprit right %d of %d (%s)" % (name, right, ROUNDS, ", ".join(
                     "%s %d" % kv for kv in per_point.items())), flush=True)

@@ -6,10 +6,8 @@
 "Holds the most connections" names the culprit of a pool misconfiguration only. In a reconnect or
 retry storm the culprit *opens* the most connections per second; in an autoscaling burst its *new
 pods* bring the connections. Redis tells these apart (client ids and ages across the sampling
-window, joined with pod start times), so the ranking measure follows the shape. A retry storm's
-refused attempts never get a client id: in a Redis that a drop left far from full, how full Redis
-was moments ago and the largest holder's own retry lines name it. The apps' own pool gauges never
-rank while Redis answers.
+window, joined with pod start times), so the ranking measure follows the shape. The apps' own pool
+gauges never rank while Redis answers.
 """
 
 from __future__ import annotations
@@ -20,10 +18,6 @@ POOL_EXHAUSTION = "pool_exhaustion"
 RECONNECT_STORM = "reconnect_storm"
 SCALE_OUT_BURST = "scale_out_burst"
 MIXED = "mixed"
-RETRY_STORM = "retry_storm"
-SHAPES = (POOL_EXHAUSTION, RECONNECT_STORM, SCALE_OUT_BURST, MIXED, RETRY_STORM)
-# The log signature (storm_offenders_info's log_signatures key) of a client retrying its Redis connection.
-RETRY_SIGNATURE = "retry"
 
 # The offender field each measure reads, and what it says.
 MEASURES: Dict[str, Tuple[str, str]] = {
@@ -33,7 +27,7 @@ MEASURES: Dict[str, Tuple[str, str]] = {
 }
 SHAPE_MEASURES: Dict[str, Tuple[str, ...]] = {
     POOL_EXHAUSTION: ("held",), RECONNECT_STORM: ("churn",), SCALE_OUT_BURST: ("burst",),
-    MIXED: ("churn", "burst"), RETRY_STORM: ("held",),
+    MIXED: ("churn", "burst"),
 }
 SCALING = ("scaling_up", "scaled_out", "at_max")
 
@@ -53,10 +47,8 @@ def totals(offenders: Sequence[Dict[str, Any]]) -> Dict[str, float]:
 
 
 def storm_shape(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]],
-                limits: Dict[str, float], utilization: Optional[float] = None,
-                refusals: Optional[Dict[str, Optional[float]]] = None) -> Tuple[str, List[str]]:
-    """The shape and the sentences that show it (``utilization``: Redis' connections against maxclients;
-    ``refusals``: Redis' accepts and refusals, see retrier)."""
+                limits: Dict[str, float], utilization: Optional[float] = None) -> Tuple[str, List[str]]:
+    """The shape and the sentences that show it (``utilization``: Redis' connections against maxclients)."""
     sums = totals(offenders)
     held, opened, burst = sums["held"], sums["churn"], sums["burst"]
     evidence = []
@@ -81,46 +73,9 @@ def storm_shape(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, A
         return RECONNECT_STORM, evidence
     if bursting:
         return SCALE_OUT_BURST, evidence
-    retrying = None if filling else retrier(offenders, refusals, limits)
-    if retrying:
-        evidence.append(retrying)
-        return RETRY_STORM, evidence
     evidence.append("%s connections held, %s opened per second: the connections stay open" % (
         _fmt(held), _fmt(opened)))
     return POOL_EXHAUSTION, evidence
-
-
-def retrier(offenders: Sequence[Dict[str, Any]], refusals: Optional[Dict[str, Optional[float]]],
-            limits: Dict[str, float]) -> Optional[str]:
-    """Why the largest holder of a Redis far from full storms by retrying, or None.
-
-    ``refusals``: ``rejected_per_sec`` and ``new_connections_per_sec`` from INFO across the window;
-    ``rejected_connections`` and ``peak_utilization`` from Prometheus over its rate window. Redis refused
-    connections or neared maxclients moments ago, so a drop (a blip, a failover, a CLIENT KILL) emptied
-    it; no other workload was seen closing what it opened (a churner, even under the storm's bar, may
-    be what filled Redis); and the largest holder logs its retries: they refill Redis after each drop.
-    """
-    seen = refusals or {}
-    now, recent = float(seen.get("rejected_per_sec") or 0.0), float(seen.get("rejected_connections") or 0.0)
-    peak = float(seen.get("peak_utilization") or 0.0)
-    if not offenders or (now <= 0 and recent < limits["rejected_connections"] and peak < limits["utilization_warning"]):
-        return None
-    holder = max(offenders, key=lambda o: int(o.get("connections") or 0))
-    retries = _retry_lines(holder)
-    if not holder.get("connections") or retries < limits["retry_log_lines"]:
-        return None
-    if any(_value(o, "churn") > 0 for o in offenders if o is not holder):
-        return None
-    return ("Redis reached %s of its maxclients and refused %s connections over the rate window (%s per second in "
-            "the window), accepts %s per second, and no other workload was seen reconnecting: %s, the largest holder "
-            "(%d connections), logs %d retry lines, its retries refill Redis after each drop" % (
-                _pct(peak), _fmt(recent), _fmt(now), _fmt(float(seen.get("new_connections_per_sec") or 0.0)),
-                _who(holder), int(holder.get("connections") or 0), retries))
-
-
-def _retry_lines(offender: Dict[str, Any]) -> int:
-    count = (offender.get("log_signatures") or {}).get(RETRY_SIGNATURE)
-    return int(count) if isinstance(count, (int, float)) else 0
 
 
 def score(offender: Dict[str, Any], shape: str, sums: Dict[str, float]) -> float:
@@ -143,10 +98,9 @@ def rank(offenders: Sequence[Dict[str, Any]], shape: str) -> List[Dict[str, Any]
 
 
 def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]], limits: Dict[str, float],
-          utilization: Optional[float] = None, refusals: Optional[Dict[str, Optional[float]]] = None
-          ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+          utilization: Optional[float] = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """Offenders ranked by the storm's shape, and the culprit record: shape, measure, how sure, why."""
-    shape, evidence = storm_shape(offenders, churn, limits, utilization, refusals)
+    shape, evidence = storm_shape(offenders, churn, limits, utilization)
     ranked = rank(offenders, shape)
     sums = totals(ranked)
     source = "redis_" + "_".join(SHAPE_MEASURES[shape])
@@ -163,7 +117,7 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]], 
     first = SHAPE_MEASURES[shape][0]
     named = ranked[:1] + [o for o in ranked[1:] if o["%s_share" % first] >= limits["culprit_share"]
                           or _reconnecting_alone(o, shape, limits)][:2]
-    uncertain = _uncertain(shape, churn, sums, limits, ranked, utilization)
+    uncertain = _uncertain(shape, churn, sums, limits, ranked)
     record = {
         "shape": shape,
         "measure": " and ".join(MEASURES[m][1] for m in SHAPE_MEASURES[shape]),
@@ -181,7 +135,7 @@ def judge(offenders: Sequence[Dict[str, Any]], churn: Optional[Dict[str, Any]], 
 
 
 def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, float]) -> bool:
-    """The workload's own reconnects are a storm, whatever its share (a few reads sample short-lived connections
+    """The workload's own reconnects are a storm, whatever its share (two reads sample short-lived connections
     thinly): it opened more connections in the window than it holds (a pool refilling opens at most its size)."""
     if "churn" not in SHAPE_MEASURES[shape]:
         return False
@@ -190,7 +144,7 @@ def _reconnecting_alone(offender: Dict[str, Any], shape: str, limits: Dict[str, 
 
 
 def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, float], limits: Dict[str, float],
-               ranked: Sequence[Dict[str, Any]], utilization: Optional[float] = None) -> Optional[str]:
+               ranked: Sequence[Dict[str, Any]]) -> Optional[str]:
     """Why no culprit can be named from Redis' numbers, or None when one can."""
     window = churn or {}
     if window.get("emptied") and (not window.get("wave_settled") or not ranked):
@@ -201,11 +155,6 @@ def _uncertain(shape: str, churn: Optional[Dict[str, Any]], sums: Dict[str, floa
         return "no workload of the namespaces read holds or opens Redis connections"
     if not any(sums[m] for m in SHAPE_MEASURES[shape]):
         return "no workload shows %s" % " or ".join(MEASURES[m][1] for m in SHAPE_MEASURES[shape])
-    if shape == POOL_EXHAUSTION and utilization is not None and utilization < limits["utilization_warning"]:
-        # who holds most of a Redis far from full says nothing about who storms
-        return ("Redis holds %s of its maxclients and no workload was seen reconnecting (nor does its largest holder "
-                "log retries after Redis refused connections): the connections held are no storm, and Redis' numbers "
-                "name no culprit; triage again in a few seconds" % _pct(utilization))
     return None
 
 

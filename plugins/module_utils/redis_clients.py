@@ -316,17 +316,15 @@ def unreachable_result(conn: Connection) -> Dict[str, Any]:
 
 def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float,
                 wave_wait_seconds: float) -> Tuple[List[client_churn.Read], List[int]]:
-    """CLIENT LIST reads across ``sample_seconds`` (WINDOW_READS of them), each with INFO's count of accepted
-    connections.
+    """CLIENT LIST reads ``sample_seconds`` apart, each with INFO's count of accepted connections.
 
-    When Redis was just emptied (before the window or in it), the reads go on at the same pace until a
-    window of them starts after the emptying on a settled population (or ``wave_wait_seconds`` have
-    passed): pools refilled, what still reconnects is the storm.
+    Two reads make the window. When Redis was just emptied (before the window or in it), the reads go
+    on every ``sample_seconds`` until the reconnect wave settles (or ``wave_wait_seconds`` have passed),
+    and the window is the last two reads, after the wave: pools refilled, what still reconnects is the storm.
     """
     client = conn.live_client()
     reads: List[client_churn.Read] = []
     received: List[int] = []
-    pace = sample_seconds / (client_churn.WINDOW_READS - 1)
 
     def read() -> None:
         at = time.monotonic()
@@ -335,16 +333,22 @@ def read_window(conn: Connection, options: Dict[str, Any], sample_seconds: float
         reads.append((at, application_clients(listed, own_id)))
         received.append(int(stats.get("total_connections_received", 0)))
 
+    def read_later() -> None:
+        pause = reads[-1][0] + sample_seconds - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        read()
+
     read()
     if sample_seconds <= 0:
         return reads, received
     deadline = reads[0][0] + sample_seconds + wave_wait_seconds
-    while len(reads) < client_churn.WINDOW_READS or (
-            client_churn.waiting_for_wave(reads) and reads[-1][0] + pace <= deadline):
-        pause = reads[-1][0] + pace - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
-        read()
+    read_later()
+    emptied = client_churn.emptied_at(reads)
+    if emptied is not None:  # before the window or in it
+        while not client_churn.wave_settled(reads[emptied:]) and reads[-1][0] + sample_seconds <= deadline:
+            read_later()
+        read_later()
     return reads, received
 
 

@@ -35,9 +35,9 @@ def recommend_rungs(
 
     The rungs that act on an offender act on the top one, ranked by the storm's shape (``named``): a
     reconnect storm supports turning the churning workload's retries off and opening its circuit
-    breaker, and so does a retry storm for the holder that retries; a burst, pausing the autoscaler
-    that started its new pods; pool exhaustion, scaling the holder down (any top offender that holds
-    most connections). An uncertain culprit supports no rung that acts on an offender.
+    breaker; a burst, pausing the autoscaler that started its new pods; pool exhaustion, scaling the
+    holder down (any top offender that holds most connections). An uncertain culprit supports no rung
+    that acts on an offender.
     """
     reasons: Dict[str, str] = {}
     top = offenders[0] if offenders else None
@@ -58,13 +58,7 @@ def recommend_rungs(
     retry_lines = sum(count for count, _name in retrying)
     churn = evidence.breached("new_connections_per_sec")
     churning = top is not None and shape in (culprit.RECONNECT_STORM, culprit.MIXED)
-    if shape == culprit.RETRY_STORM and top is not None:
-        reasons["client_retries"] = "%s logs %d retry lines while Redis refuses connections: its retries refill " \
-                                    "Redis after each drop" % (who(top), signature_count(
-                                        top.get("log_signatures") or {}, RETRY_SIGNATURES))
-        reasons["circuit_breaker"] = "%s retries into a Redis that refuses it: its open circuit breaker stops its " \
-                                     "Redis calls until Redis recovers" % who(top)
-    elif churning and top is not None:
+    if churning and top is not None:
         reasons["client_retries"] = "%s opens %s connections per second (%s of those opened in Redis' window): its " \
                                     "retries reconnect in a loop" % (who(top), fmt(number(top.get(
                                         "opened_per_sec")), 1), pct(top.get("churn_share")))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ansible_collections.fintech.redis_storm.plugins.module_utils import culprit
 from ansible_collections.fintech.redis_storm.plugins.module_utils.errors import StormError
 
 DEFAULT_THRESHOLDS: Dict[str, float] = {
@@ -57,7 +56,7 @@ RATIO_THRESHOLDS = ("utilization_warning", "utilization_critical", "app_error_ra
                     "maxclients_fd_share", "burst_share", "culprit_share")
 
 # Log signature names (storm_offenders_info's defaults) grouped by what they say.
-RETRY_SIGNATURES = (culprit.RETRY_SIGNATURE,)
+RETRY_SIGNATURES = ("retry",)
 TIMEOUT_SIGNATURES = ("redis_timeout",)
 REFUSAL_SIGNATURES = ("too_many_connections", "max_clients_reached", "connection_reset")
 

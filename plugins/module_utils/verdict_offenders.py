@@ -118,13 +118,8 @@ def build_offenders(
             "log_signatures", {}).values()), -o.get("restarts", 0), str(o.get("namespace")), str(o.get("name"))))
     elif offenders or (redis_read and not failure(kubernetes, "kubernetes")):
         # the join found no workload behind Redis' clients: the record says the culprit is uncertain, and why
-        rates = (redis or {}).get("rates") or {}
-        refusals = {"rejected_per_sec": number(rates.get("rejected_per_sec")),
-                    "new_connections_per_sec": number(rates.get("new_connections_per_sec")),
-                    "rejected_connections": prom.value("rejected_connections"),
-                    "peak_utilization": prom.value("utilization")}
         offenders, record = culprit.judge(offenders, (redis or {}).get("churn"), limits,
-                                          number(((redis or {}).get("clients") or {}).get("utilization")), refusals)
+                                          number(((redis or {}).get("clients") or {}).get("utilization")))
         _doubt_when_outside_leads(record, offenders, kubernetes)
     if not offenders:
         offenders = sorted(_offenders_without_cluster(redis, prom), key=lambda o: (-o["connections"], str(o["name"])))
@@ -246,7 +241,7 @@ def offender_evidence(evidence: Collector, offenders: List[Dict[str, Any]], limi
 
 
 def culprit_evidence(evidence: Collector, named: Dict[str, Any], limits: Dict[str, float]) -> None:
-    evidence.add("redis", "storm_shape", named["shape"], "|".join(culprit.SHAPES),
+    evidence.add("redis", "storm_shape", named["shape"], "pool_exhaustion|reconnect_storm|scale_out_burst|mixed",
                  named["shape"] != culprit.POOL_EXHAUSTION, "; ".join(named["evidence"]))
     evidence.add("redis", "culprit_share", named["share"], limits["culprit_share"],
                  named["certain"] and named["share"] >= limits["culprit_share"],

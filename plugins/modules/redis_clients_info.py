@@ -10,15 +10,13 @@ module: redis_clients_info
 short_description: Redis' own view of a connection storm (clients, rates, sources, latency, verdict)
 description:
   - Reads C(INFO clients) and C(INFO stats) twice, O(sample_seconds) apart, for the rate of new and rejected
-    connections; times O(latency_samples) C(PING)s; and reads C(CLIENT LIST) four times across that window, grouped
-    by source IP. Client ids grow with every new connection, so the reads give the connections each source
-    opened in the window (RV(top_sources[].opened)) as well as those it holds; a source that also closes a quarter or
-    more of what it opened churns (RV(top_sources[].opened_per_sec)), one that opens and keeps them (a pool
-    refilling, a few dropped by timeouts) does not.
+    connections; times O(latency_samples) C(PING)s; and reads C(CLIENT LIST) at both ends of that window, grouped
+    by source IP. Client ids grow with every new connection, so the two reads give the connections each source
+    opened in the window (RV(top_sources[].opened)) as well as those it holds.
   - When every client is younger than 10 seconds (Redis was just emptied by a network blip, a C(CLIENT KILL) or a
     restart), every pool reconnects at once and that wave says nothing about who storms, so C(CLIENT LIST) is read
-    on at the same pace until a window of reads starts after the emptying and ends holding as many clients as it
-    started with, at most O(wave_wait_seconds) longer (RV(churn.emptied=true), RV(churn.wave_settled)).
+    again every O(sample_seconds) until the wave settles, at most O(wave_wait_seconds) longer, and the window is
+    the last two reads, after the wave (RV(churn.emptied=true), RV(churn.wave_settled)).
   - Judges the numbers against O(thresholds) and says why in RV(verdict.reasons).
   - With O(sentinels), reads the group's current master as above, and each replica's C(CLIENT LIST) and C(INFO
     clients) once; an offender's connections are summed over the nodes (RV(top_sources[].nodes)), each node's use
@@ -27,8 +25,8 @@ description:
   - Opens exactly one connection, without client-side retries. When Redis refuses it because it is at
     C(maxclients) (over TLS it drops it at accept), the task does not fail; it returns RV(saturated=true) and a
     critical storm verdict, the strongest storm signal there is.
-  - C(CLIENT LIST) blocks Redis for about a microsecond per client; it is called four times per run (a few times
-    more only while a reconnect wave settles).
+  - C(CLIENT LIST) blocks Redis for about a microsecond per client; it is called twice per run (a few times more
+    only while a reconnect wave settles).
   - With O(cluster=true) every node of the Redis Cluster is read side by side, each over its own connection.
     Connections, rates and RV(top_sources) are summed over the nodes (each source says how many it holds on which
     node, RV(top_sources[].nodes)); RV(clients.utilization) is that of the node nearest its own C(maxclients),
@@ -300,10 +298,7 @@ top_sources:
       returned: always
       sample: 35
     opened_per_sec:
-      description:
-        - Connections this address opened per second to replace others it closed (churn); 0 for an address that
-          keeps what it opens. INFO's accepted connections, less what the keeping addresses opened, shared by
-          what each churning address was seen to close and open. Null when O(sample_seconds=0).
+      description: RV(top_sources[].opened) over the window's length; null when O(sample_seconds=0).
       type: float
       returned: always
       sample: 140.0
@@ -343,11 +338,11 @@ churn:
   description: The sampling window the C(CLIENT LIST) reads span; null when unreachable.
   returned: always
   type: dict
-  sample: {window_seconds: 0.26, reads: 4, emptied: false, wave_settled: null, waited_seconds: 0.0, opened: 37,
+  sample: {window_seconds: 0.26, reads: 2, emptied: false, wave_settled: null, waited_seconds: 0.0, opened: 37,
            opened_per_sec: 142.3}
   contains:
     window_seconds:
-      description: From the window's first read to its last (the last four reads).
+      description: From the window's first read to its last (the last two reads).
       type: float
       returned: when reachable
       sample: 0.26
@@ -355,7 +350,7 @@ churn:
       description: How many times C(CLIENT LIST) was read.
       type: int
       returned: when reachable
-      sample: 4
+      sample: 2
     emptied:
       description: Every client was younger than 10 seconds at the first read (Redis was just emptied).
       type: bool
@@ -363,8 +358,8 @@ churn:
       sample: false
     wave_settled:
       description:
-        - When emptied, whether the window started after the emptying and ended holding within 5% of the clients
-          it started with (the pools had refilled); null otherwise.
+        - When emptied, whether the reconnect wave settled (a read found almost no new client) before the window;
+          null otherwise.
       type: bool
       returned: when reachable
       sample: null

@@ -170,17 +170,12 @@ storm_triage:
       type: dict
     culprit:
       description:
-        - The storm's shape (V(pool_exhaustion), V(reconnect_storm), V(scale_out_burst), V(mixed),
-          V(retry_storm)) with its C(evidence), the C(measure) that ranked the offenders and C(connections_from),
-          how sure (C(share) of the leading measure, C(margin) over the second), the culprits named in order
-          (C(workloads)), and C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had
-          not settled within the wait, when the biggest holder of a Redis far from full is all Redis shows, or when
-          addresses no workload of the namespaces read has (RV(storm_triage.unattributed)) hold or open more
-          connections than the leading workload.
-        - V(retry_storm) is a Redis that a drop left far from full, that refused connections or neared maxclients
-          moments ago (INFO's refusals in the window; Prometheus' refusals or peak use over its rate window), where
-          no other workload was seen reconnecting and the largest holder logs retry lines; it is ranked by
-          connections held.
+        - The storm's shape (V(pool_exhaustion), V(reconnect_storm), V(scale_out_burst), V(mixed)) with its
+          C(evidence), the C(measure) that ranked the offenders and C(connections_from), how sure (C(share) of
+          the leading measure, C(margin) over the second), the culprits named in order (C(workloads)), and
+          C(certain)/C(why) - not certain when Redis was just emptied and its reconnect wave had not settled within
+          the wait, or when addresses no workload of the namespaces read has (RV(storm_triage.unattributed)) hold
+          or open more connections than the leading workload.
         - Null when Redis could not be read.
       type: dict
     recommended_rungs:

@@ -30,7 +30,7 @@ ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 SCENARIO_DIR = REPO / "src" / "stormctl" / "sandbox" / "scenarios"
 # big-storm is the triage benchmark's load; churn-beside-idle-pool and two-storms keep Redis under the
 # recovery line (their storm is churn, not a full Redis), so the culprit drill checks them
-# (tests/e2e/test_culprit.py, python -m bench culprit); the others are the incidents the ladder must handle.
+# (python -m bench culprit); the others are the incidents the ladder must handle.
 SCENARIOS = sorted(p.stem for p in SCENARIO_DIR.glob("*.yml")
                    if p.stem not in ("world", "big-storm", "churn-beside-idle-pool", "two-storms"))
 LADDER = list(RUNGS)

@@ -1,5 +1,5 @@
 """`stormctl sandbox up --kube control-plane`: the sandbox on the real Kubernetes control plane, with the
-fleet as its node agent, checked as a user would with kubectl, Redis' CLIENT LIST and triage."""
+fleet as its node agent, checked as a user would with kubectl and Redis' CLIENT LIST."""
 
 from __future__ import annotations
 
@@ -155,7 +155,6 @@ def test_metrics_server_and_the_hpa_read_each_pods_cpu_from_the_node_agent(plane
     assert any(line.startswith("trading-api-") and line.split()[1].endswith("m") for line in top), top
 
 
-@pytest.mark.e2e
 def test_reset_puts_the_baseline_back_beside_what_the_real_controllers_keep(plane_sandbox: Sandbox) -> None:
     """The Deployment controller's revision annotation is the cluster's, not drift: reset leaves it and settles."""
     box = plane_sandbox

@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional, cast
 
 import redis
-from redis.backoff import ConstantBackoff
-from redis.retry import Retry
 
 from stormctl.sandbox import services
 from stormctl.sandbox.scenario import Scenario, load_scenario
@@ -31,12 +29,6 @@ TRIAGE_CLIENT_NAME = "redis-storm"
 SATURATED = 0.9
 CHURNING_PER_SEC = 50.0
 QUIET = 0.7
-# Steady means past the last blip's reconnect wave: more than this share of the clients is older than WAVE_AGE.
-WAVE_AGE_SECONDS = 10
-OUTLIVED_SHARE = 0.05
-# A full Redis refuses our reconnect after a storm's blip dropped us; a slot frees within a blip period or two.
-ADMIN_RETRY_SECONDS = 60.0
-ADMIN_RETRY_PAUSE = 0.5
 
 Verdict = dict[str, Any]
 
@@ -87,14 +79,6 @@ def check(verdict: Optional[Verdict], scenario: Scenario) -> list[str]:
     return problems
 
 
-def admin_connection(host: str, port: int, password: Optional[str]) -> redis.Redis:
-    """One connection held from before the storm; when a blip drops it and Redis is full, it reconnects as an
-    SRE's redis-cli loop would: again every ADMIN_RETRY_PAUSE seconds, for at most ADMIN_RETRY_SECONDS."""
-    retry = Retry(ConstantBackoff(ADMIN_RETRY_PAUSE), int(ADMIN_RETRY_SECONDS / ADMIN_RETRY_PAUSE))
-    return redis.Redis(host=host, port=port, password=password, socket_timeout=10, single_connection_client=True,
-                       decode_responses=True, retry=retry)
-
-
 class CulpritDrill:
     """A sandbox's storms with an admin connection held from before them (a full Redis refuses new ones)."""
 
@@ -103,12 +87,10 @@ class CulpritDrill:
         self.triage = triage
         state = json.loads((self.state_dir / "state.json").read_text())
         self.fleet_url = str(state["fleet"]["url"])
-        self.admin = admin_connection(state["redis"]["host"], int(state["redis"]["port"]), state["redis"]["password"])
-
-    @property
-    def admin_id(self) -> int:
-        """Our connection's id now: a reconnect after a blip gives it a new one."""
-        return int(self.admin.client_id())
+        self.admin = redis.Redis(host=state["redis"]["host"], port=int(state["redis"]["port"]),
+                                 password=state["redis"]["password"], socket_timeout=10,
+                                 single_connection_client=True, decode_responses=True)
+        self.admin_id = int(self.admin.client_id())
 
     def close(self) -> None:
         self.admin.close()
@@ -148,17 +130,10 @@ class CulpritDrill:
         accepted = (self.admin.info("stats")["total_connections_received"] - first) / (time.monotonic() - started)
         return bool(accepted >= CHURNING_PER_SEC)
 
-    def past_the_wave(self) -> bool:
-        """Some clients are older than a reconnect wave: Redis was not just emptied."""
-        clients = [c for c in self.admin.client_list(_type="normal") if int(c["id"]) != self.admin_id]
-        outlived = sum(1 for c in clients if int(c.get("age", 0)) >= WAVE_AGE_SECONDS)
-        return outlived > OUTLIVED_SHARE * len(clients)
-
     def blip(self, spare: tuple[int, ...] = ()) -> int:
         """Drop every application client (CLIENT KILL ID), sparing ours and ``spare``; how many were dropped."""
-        own = self.admin_id
         ids = [int(c["id"]) for c in self.admin.client_list(_type="normal")]
-        doomed = [i for i in ids if i != own and i not in spare]
+        doomed = [i for i in ids if i != self.admin_id and i not in spare]
         # one write on our own connection: a full Redis would refuse the extra connection a pipeline takes
         connection = self.admin.connection
         assert connection is not None
@@ -178,8 +153,6 @@ class CulpritDrill:
             self.blip()
             verdict = self.triage()
         elif point == "steady":
-            # a blip's reconnect wave accepts like a churner: the storm is steady once the wave is behind it
-            self.wait(self.past_the_wave, 60, "Redis' clients to outlive the last blip")
             self.wait(lambda: self.raging(scenario), 150, "%s to storm Redis again" % scenario.name)
             verdict = self.triage()
         else:
@@ -196,9 +169,8 @@ class CulpritDrill:
         deadline = time.monotonic() + 120
         blipped = False
         while worker.is_alive() and time.monotonic() < deadline:
-            own = self.admin_id
             sampling = [int(c["id"]) for c in self.admin.client_list(_type="normal")
-                        if c.get("name") == TRIAGE_CLIENT_NAME and int(c["id"]) != own]
+                        if c.get("name") == TRIAGE_CLIENT_NAME and int(c["id"]) != self.admin_id]
             if sampling:
                 self.blip(spare=tuple(sampling))
                 blipped = True
