@@ -29,6 +29,9 @@ LOG_LINES_PER_SECOND = 40
 # anyway; the cap keeps the fleet's own CPU for the pods' traffic.
 CONNECTS_IN_FLIGHT = 48
 CONNECTS_PER_SECOND = 1000.0
+# The kinds of redis_client_errors_total: a failed connect's (redisconn.ConnectFailure) and a failed call's.
+ERROR_KINDS = ("maxclients", "auth", "reset", "timeout", "refused", "overflow", "error", "circuit_open",
+               "pool_exhausted")
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,10 @@ class WorkloadRuntime:
         self.passive = False
         self.ingress: Optional[IngressLimit] = None
         self._codes: dict[str, Any] = {}
-        self._errors: dict[str, Any] = {}
+        # every kind exported at 0 from the start: a counter born in a storm's first burst hides that burst from
+        # Prometheus' increase()
+        self._errors: dict[str, Any] = {kind: metrics.redis_errors.labels(namespace, name, kind)
+                                        for kind in ERROR_KINDS}
         self.latency = metrics.latency.labels(namespace, name)
         self.connections_gauge = metrics.connections.labels(namespace, name)
         self.served_window: deque[tuple[float, int, int]] = deque(maxlen=10)
